@@ -1,0 +1,51 @@
+"""The `atlas-jax` entry point: parse arguments and hand off to the library.
+
+Each subcommand lives in the package that owns it, as a module with
+``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when
+their subcommand runs, so `atlas-jax --help` does not start JAX.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import": ("atlas_jax.convert.import_cmd", "Hugging Face directory -> atlas-jax Orbax checkpoint"),
+    "export": ("atlas_jax.convert.export_cmd", "atlas-jax checkpoint -> Hugging Face directory"),
+}
+
+
+def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    importlib.import_module(COMMANDS[name][0]).add_arguments(parser)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atlas-jax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == only:  # argument definitions may import heavy modules: only for the command run
+            _add_arguments(name, p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError) as e:  # user errors: one clear line, no traceback
+        print(f"atlas-jax {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

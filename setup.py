@@ -1,0 +1,36 @@
+"""atlas-jax: critical-step agent tuning (ATLaS) in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="atlas-jax",
+    version="0.1.0",
+    description="ATLaS (Agent Tuning via Learning Critical Steps) in JAX/Flax NNX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["atlas_jax", "atlas_jax.*"]),
+    include_package_data=True,
+    package_data={"atlas_jax": ["assets/**/*"]},
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.11",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "transformers>=4.45",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "grain>=0.2.10",
+        "tensorflow-datasets>=4.9.7",
+        "array-record>=0.5",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        # torch is the reference implementation in tests and benchmarks only; the
+        # Makefile installs the pinned CPU build first so pip does not pull CUDA wheels.
+        "test": ["pytest>=8", "torch>=2.4"],
+    },
+    entry_points={"console_scripts": ["atlas-jax=atlas_jax.cli:main"]},
+)
