@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as e:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:  # user errors: one clear line, no traceback
         print(f"atlas-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
 

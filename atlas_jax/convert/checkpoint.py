@@ -1,0 +1,147 @@
+"""atlas-jax model checkpoints, and loading a model from either a checkpoint or an HF directory.
+
+A checkpoint directory (written by `atlas-jax import` and by training) holds::
+
+    model_config.json     the ModelConfig (architecture + run-time options at save time)
+    hf/                   config.json / generation_config.json of the HF source, if any
+    tokenizer/            tokenizer files, if known
+    <step>/params/        Orbax item "params": nnx.to_pure_dict of the nnx.Param state
+    <step>/...            training adds its own items beside it (optimizer, data iterator)
+
+Export and ``load_pretrained`` read the latest step's ``params`` item only, so an imported
+checkpoint and a training checkpoint are read the same way.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import Mesh
+
+from atlas_jax.convert import hf_params
+from atlas_jax.convert.safetensors_io import SafetensorsReader
+from atlas_jax.model import CausalLM, ModelConfig, abstract_model, model_from_arrays, state_shardings
+
+MODEL_CONFIG_FILE = "model_config.json"
+HF_META_DIR = "hf"
+TOKENIZER_DIR = "tokenizer"
+PARAMS_ITEM = "params"
+HF_META_FILES = ("config.json", "generation_config.json")
+# what `save_pretrained` of a tokenizer may write; copied verbatim on import/export
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    return (Path(path) / MODEL_CONFIG_FILE).is_file()
+
+
+def is_hf_dir(path: str | Path) -> bool:
+    return (Path(path) / "config.json").is_file()
+
+
+def read_model_config(ckpt_dir: str | Path, **options: Any) -> ModelConfig:
+    path = Path(ckpt_dir) / MODEL_CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{ckpt_dir}: not an atlas-jax checkpoint (no {MODEL_CONFIG_FILE})")
+    return ModelConfig.from_json(path.read_text(), source=str(path), **options)
+
+
+def write_model_metadata(ckpt_dir: str | Path, cfg: ModelConfig, hf_dir: str | Path | None = None,
+                         tokenizer_dir: str | Path | None = None) -> None:
+    """Config, HF source metadata and tokenizer beside the Orbax steps (first process only)."""
+    if jax.process_index() != 0:
+        return
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / MODEL_CONFIG_FILE).write_text(cfg.to_json() + "\n")
+    if hf_dir is not None:
+        copy_files(hf_dir, ckpt_dir / HF_META_DIR, HF_META_FILES)
+    if tokenizer_dir is not None:
+        copy_files(tokenizer_dir, ckpt_dir / TOKENIZER_DIR, TOKENIZER_FILES)
+
+
+def copy_files(src: str | Path, dst: str | Path, names: tuple[str, ...]) -> list[str]:
+    src, dst = Path(src), Path(dst)
+    present = [n for n in names if (src / n).is_file()]
+    if present:
+        dst.mkdir(parents=True, exist_ok=True)
+    for name in present:
+        shutil.copyfile(src / name, dst / name)
+    return present
+
+
+def params_manager(ckpt_dir: str | Path, **options: Any) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(Path(ckpt_dir).absolute(), options=ocp.CheckpointManagerOptions(**options))
+
+
+def save_params(ckpt_dir: str | Path, model: CausalLM, step: int = 0) -> None:
+    """Save the model's parameters as step ``step`` (item ``params``)."""
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    with params_manager(ckpt_dir) as manager:
+        manager.save(step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardSave(params)}))
+        manager.wait_until_finished()
+
+
+def restore_model(ckpt_dir: str | Path, step: int | None = None, mesh: Mesh | None = None,
+                  **options: Any) -> CausalLM:
+    """The model saved in an atlas-jax checkpoint; ``options`` override run-time config fields."""
+    cfg = read_model_config(ckpt_dir, **options)
+    with params_manager(ckpt_dir) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{ckpt_dir}: checkpoint has {MODEL_CONFIG_FILE} but no saved step")
+        graphdef, abstract = nnx.split(abstract_model(cfg, mesh))
+        if mesh is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            shardings = jax.tree.map(lambda v: v.replace(device), abstract,
+                                     is_leaf=lambda x: isinstance(x, nnx.Variable))
+        else:
+            shardings = state_shardings(abstract, mesh)
+        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                              nnx.to_pure_dict(abstract), nnx.to_pure_dict(shardings))
+        restored = manager.restore(step, args=ocp.args.Composite(
+            **{PARAMS_ITEM: ocp.args.StandardRestore(target)}))[PARAMS_ITEM]
+    nnx.replace_by_pure_dict(abstract, restored)
+    return nnx.merge(graphdef, abstract)
+
+
+def load_hf(hf_dir: str | Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
+    """A model from a Hugging Face directory (config.json + safetensors); no torch needed."""
+    cfg = ModelConfig.from_hf_dir(hf_dir, **options)
+    reader = SafetensorsReader(hf_dir)
+    paths = [path for path, _ in nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param))]
+    extra = hf_params.unexpected_hf_names(reader.names(), paths, cfg)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise ValueError(f"{hf_dir}: safetensors hold tensors this {cfg.model_type} config does not use: {shown}")
+
+    def load(path, shape, dtype) -> np.ndarray:
+        return hf_params.load_param(path, shape, reader.get, cfg)
+
+    return model_from_arrays(cfg, load, mesh)
+
+
+def load_pretrained(path: str | Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
+    """MODEL arguments: an atlas-jax checkpoint directory or a Hugging Face model directory."""
+    if is_checkpoint_dir(path):
+        return restore_model(path, mesh=mesh, **options)
+    if is_hf_dir(path):
+        return load_hf(path, mesh=mesh, **options)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such model directory")
+    raise FileNotFoundError(f"{path}: neither an atlas-jax checkpoint ({MODEL_CONFIG_FILE}) "
+                            f"nor a Hugging Face model directory (config.json)")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
