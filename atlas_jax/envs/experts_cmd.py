@@ -1,0 +1,52 @@
+"""`atlas-jax experts --env ENV --episodes N --out TRAJ`: expert trajectories as AgentTraj-L JSONL."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from atlas_jax.envs.registry import ENVS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", required=True, choices=sorted(ENVS), help="environment")
+    parser.add_argument("--episodes", type=int, required=True, help="task indices to attempt")
+    parser.add_argument("--out", required=True, help="output JSONL (AgentTraj-L); only successful episodes")
+    parser.add_argument("--split", default="train", choices=("train", "eval"), help="which task indices")
+    parser.add_argument("--skip", type=int, default=0, help="skip this many task indices of the split first")
+    parser.add_argument("--max-steps", type=int, default=None, help="per-episode step limit (env default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def write_jsonl(path: str, records) -> int:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from atlas_jax.envs.experts import ExpertReport, generate
+    from atlas_jax.envs.registry import make_env
+
+    if args.episodes <= 0:
+        raise ValueError(f"--episodes must be positive, got {args.episodes}")
+    env = make_env(args.env, max_steps=args.max_steps)
+    try:
+        indices = env.task_indices(args.split, args.episodes, start=args.skip)
+        report = ExpertReport(args.env)
+        with tqdm(total=len(indices), desc=f"experts {args.env}", unit="ep", file=sys.stderr,
+                  disable=args.no_progress) as progress:
+            write_jsonl(args.out, generate(env, indices, report, progress))
+    finally:
+        env.close()
+    for line in report.lines():
+        print(line)
+    print(f"wrote {report.kept} trajectories to {args.out}")
+    return 0
