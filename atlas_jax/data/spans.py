@@ -1,0 +1,100 @@
+"""Step spans: which tokens of a rendered chat belong to which assistant turn.
+
+Definition (DESIGN.md): a step's tokens are exactly those transformers marks with
+``return_assistant_tokens_mask=True`` for a template with `{% generation %}` markers.
+
+- ``markers``: the template has markers; take transformers' mask and number its runs 0..n-1.
+- ``prefix``: the template has none (the real Llama 3.1 / Mistral / Qwen2.5 templates). Step k's
+  text is what rendering the turns up to and including it adds after rendering the turns
+  before it with the generation prompt, i.e. what the model generates, with trailing
+  whitespace dropped (template glue between turns, e.g. Qwen's newline after <|im_end|>).
+  Characters map to tokens by overlap, the rule transformers uses for its mask.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from atlas_jax.data.chat_templates import has_generation_markers
+
+SPAN_METHODS = ("auto", "markers", "prefix")
+
+
+class SpanError(ValueError):
+    """A template/conversation pair whose step spans cannot be determined."""
+
+
+def render(tokenizer: Any, messages: Sequence[dict], *, add_generation_prompt: bool = False,
+           chat_template: str | None = None) -> str:
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         chat_template=chat_template)
+
+
+def step_char_spans(tokenizer: Any, messages: Sequence[dict], chat_template: str | None = None,
+                    where: str = "") -> tuple[str, list[tuple[int, int]]]:
+    """(rendered text, [(start, end) character span of each assistant turn])."""
+    full = render(tokenizer, messages, chat_template=chat_template)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=chat_template)
+        upto = render(tokenizer, messages[:i + 1], chat_template=chat_template)
+        if not upto.startswith(before) or not full.startswith(upto):
+            raise SpanError(f"{where}: the chat template renders the conversation before assistant turn {len(spans)} "
+                            "differently depending on what follows, so its span cannot be found by prefixes; "
+                            "add {% generation %} markers to the template")
+        start, end = len(before), len(upto.rstrip())
+        if end <= start:
+            raise SpanError(f"{where}: assistant turn {len(spans)} renders to no text")
+        spans.append((start, end))
+    return full, spans
+
+
+def token_step_ids(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """int32[L]: index of the span each token overlaps, -1 for none (spans sorted, disjoint)."""
+    step_ids = np.full(len(offsets), -1, np.int32)
+    k = 0
+    for t, (tok_start, tok_end) in enumerate(offsets):
+        while k < len(spans) and tok_start >= spans[k][1]:
+            k += 1
+        if k == len(spans):
+            break
+        if tok_end > spans[k][0]:
+            step_ids[t] = k
+    return step_ids
+
+
+def runs_to_step_ids(mask: Sequence[int]) -> tuple[np.ndarray, int]:
+    """Number the maximal runs of 1s in ``mask`` 0, 1, ...; (int32[L] step ids, number of runs)."""
+    mask_L = np.asarray(mask, bool)
+    starts_L = mask_L & ~np.concatenate([[False], mask_L[:-1]])
+    run_L = np.cumsum(starts_L) - 1
+    return np.where(mask_L, run_L, -1).astype(np.int32), int(starts_L.sum())
+
+
+def encode_steps(tokenizer: Any, messages: Sequence[dict], *, method: str = "auto",
+                 chat_template: str | None = None, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize a conversation with its chat template: (int32[L] token ids, int32[L] step ids, -1 off-step)."""
+    if method not in SPAN_METHODS:
+        raise ValueError(f"span method must be one of {SPAN_METHODS}, got {method!r}")
+    template = tokenizer.get_chat_template(chat_template)
+    num_steps = sum(m["role"] == "assistant" for m in messages)
+    if method == "auto":
+        method = "markers" if has_generation_markers(template) else "prefix"
+    if method == "markers":
+        out = tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True, chat_template=template)
+        step_ids, runs = runs_to_step_ids(out["assistant_masks"])
+        if runs != num_steps:
+            raise SpanError(f"{where}: the template's generation markers give {runs} assistant spans for "
+                            f"{num_steps} assistant turns")
+        return np.asarray(out["input_ids"], np.int32), step_ids
+    text, spans = step_char_spans(tokenizer, messages, template, where)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    step_ids = token_step_ids(enc["offset_mapping"], spans)
+    found = len(np.unique(step_ids[step_ids >= 0]))
+    if found != num_steps:
+        raise SpanError(f"{where}: {num_steps} assistant turns but only {found} have tokens")
+    return np.asarray(enc["input_ids"], np.int32), step_ids

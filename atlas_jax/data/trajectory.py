@@ -1,0 +1,215 @@
+"""Trajectory files -> one trajectory type, with validation and read counts.
+
+Formats (detected per record):
+- AgentTraj-L / ShareGPT: ``{"item_id" | "id", "conversations": [{"from", "value", "loss"?}, ...]}``
+  with ``from`` in human/user, gpt/assistant, system.
+- OpenAI messages: ``{"item_id" | "id", "messages": [{"role", "content"}, ...]}``.
+Files are JSONL (one record a line) or JSON (a list of records, or one record).
+
+A trajectory's steps are its assistant turns, numbered 0..n-1; the first user turn is the
+task prompt and later user turns are environment observations.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Any, Iterable, Iterator, Sequence
+
+ROLE_ALIASES = {
+    "conversations": {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                      "system": "system"},
+    "messages": {"user": "user", "assistant": "assistant", "system": "system"},
+}
+TURN_KEYS = {"conversations": ("from", "value"), "messages": ("role", "content")}
+
+
+class TrajectoryError(ValueError):
+    """Bad trajectory input; the message names file, line/record and item_id."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+    loss: bool | None = None  # AgentGym's per-turn flag; None when the file gives none
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    item_id: str
+    turns: tuple[Turn, ...]
+    source: str = ""  # "file:line", for error messages downstream
+
+    @property
+    def step_turns(self) -> tuple[Turn, ...]:
+        return tuple(t for t in self.turns if t.role == "assistant")
+
+    @property
+    def num_steps(self) -> int:
+        return sum(t.role == "assistant" for t in self.turns)
+
+    @property
+    def task_prompt(self) -> str:
+        return next(t.content for t in self.turns if t.role == "user")
+
+    @property
+    def observations(self) -> tuple[str, ...]:
+        users = [t.content for t in self.turns if t.role == "user"]
+        return tuple(users[1:])
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation as chat-template messages."""
+        return [{"role": t.role, "content": t.content} for t in self.turns]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "conversations": [
+            {"from": {"user": "human", "assistant": "gpt"}.get(t.role, t.role), "value": t.content, "loss": t.loss}
+            for t in self.turns]}
+
+
+@dataclasses.dataclass
+class ReadReport:
+    """Counts of one read; ``rejected`` maps reason -> count."""
+
+    read: int = 0
+    used: int = 0
+    rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+
+    def summary(self) -> str:
+        why = ", ".join(f"{n} {r}" for r, n in self.rejected.most_common())
+        return f"read {self.read}, used {self.used}, rejected {sum(self.rejected.values())}" + (
+            f" ({why})" if why else "")
+
+
+def _fail(where: str, item_id: str | None, reason: str, what: str) -> TrajectoryError:
+    err = TrajectoryError(f"{where}" + (f" item_id={item_id!r}" if item_id is not None else "") + f": {what}")
+    err.reason = reason
+    return err
+
+
+def parse_record(obj: Any, where: str) -> Trajectory:
+    """Validate one decoded record; ``where`` ("file:line") goes into every error."""
+    if not isinstance(obj, dict):
+        raise _fail(where, None, "not an object", f"record is a {type(obj).__name__}, expected a JSON object")
+    item_id = obj.get("item_id", obj.get("id"))
+    if item_id is None:
+        raise _fail(where, None, "missing item_id", "record has no 'item_id' (or 'id')")
+    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+        raise _fail(where, None, "bad item_id", f"item_id must be a string, got {item_id!r}")
+    item_id = str(item_id)
+    kinds = [k for k in ("conversations", "messages") if k in obj]
+    if len(kinds) != 1:
+        raise _fail(where, item_id, "unknown format",
+                    "record needs exactly one of 'conversations' (AgentTraj-L/ShareGPT) or 'messages' (OpenAI)")
+    kind = kinds[0]
+    raw_turns = obj[kind]
+    if not isinstance(raw_turns, list) or not raw_turns:
+        raise _fail(where, item_id, "empty conversation", f"'{kind}' must be a non-empty list")
+    role_key, text_key = TURN_KEYS[kind]
+    turns = []
+    for i, raw in enumerate(raw_turns):
+        if not isinstance(raw, dict):
+            raise _fail(where, item_id, "bad turn", f"{kind}[{i}] is not an object")
+        role = ROLE_ALIASES[kind].get(raw.get(role_key))
+        if role is None:
+            raise _fail(where, item_id, "unknown role", f"{kind}[{i}].{role_key}={raw.get(role_key)!r}; expected "
+                        f"one of {sorted(ROLE_ALIASES[kind])}")
+        text = raw.get(text_key)
+        if not isinstance(text, str):
+            raise _fail(where, item_id, "bad content", f"{kind}[{i}].{text_key} must be a string, got {text!r:.60}")
+        loss = raw.get("loss")
+        if loss is not None and not isinstance(loss, bool):
+            raise _fail(where, item_id, "bad loss flag", f"{kind}[{i}].loss must be true, false or null, got {loss!r}")
+        if role == "system" and i != 0:
+            raise _fail(where, item_id, "misplaced system turn", f"{kind}[{i}] is a system turn; only the first may be")
+        if role == "assistant" and not text.strip():
+            raise _fail(where, item_id, "empty assistant turn", f"{kind}[{i}] is an assistant turn with no text")
+        if turns and role == turns[-1].role:
+            # Steps must be separated by observations: otherwise step boundaries are ambiguous
+            # and AgentTraj-L/ShareGPT alternate strictly anyway.
+            raise _fail(where, item_id, f"two {role} turns in a row", f"{kind}[{i - 1}] and {kind}[{i}] are both "
+                        f"{role} turns; turns must alternate")
+        turns.append(Turn(role, text, loss))
+    if not any(t.role == "user" for t in turns):
+        raise _fail(where, item_id, "no task prompt", "conversation has no user/human turn")
+    if not any(t.role == "assistant" for t in turns):
+        raise _fail(where, item_id, "no assistant turn", "conversation has no assistant/gpt turn (no steps)")
+    if next(t.role for t in turns if t.role != "system") != "user":
+        raise _fail(where, item_id, "no task prompt", "the first non-system turn must be the user's task prompt")
+    return Trajectory(item_id, tuple(turns), where)
+
+
+def iter_raw(path: str) -> Iterator[tuple[str, Any]]:
+    """Yield ("file:line" or "file:record N", decoded object or TrajectoryError) for every record."""
+    name = os.fspath(path)
+    with open(name, encoding="utf-8") as f:
+        text = f.read()
+    stripped = text.lstrip()
+    if name.endswith(".json") or (stripped.startswith("[") and not name.endswith(".jsonl")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield f"{name}:{e.lineno}", _fail(f"{name}:{e.lineno}", None, "bad JSON", f"invalid JSON: {e.msg}")
+            return
+        records = data if isinstance(data, list) else [data]
+        for i, obj in enumerate(records):
+            yield f"{name}:record {i}", obj
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as e:
+            yield where, _fail(where, None, "bad JSON", f"invalid JSON at column {e.colno}: {e.msg}")
+
+
+def parse_records(records: Iterable[tuple[str, Any]], *, on_error: str = "raise",
+                  report: ReadReport | None = None) -> tuple[list[Trajectory], ReadReport]:
+    """Validate (where, object) pairs; ``on_error`` is "raise" (first bad record) or "skip" (count it)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    report = report or ReadReport()
+    seen: dict[str, str] = {}
+    out = []
+    for where, obj in records:
+        report.read += 1
+        try:
+            if isinstance(obj, TrajectoryError):
+                raise obj
+            traj = parse_record(obj, where)
+            if traj.item_id in seen:
+                raise _fail(where, traj.item_id, "duplicate item_id", f"item_id already used at {seen[traj.item_id]}")
+        except TrajectoryError as e:
+            if on_error == "raise":
+                raise
+            report.reject(getattr(e, "reason", "invalid"))
+            continue
+        seen[traj.item_id] = where
+        out.append(traj)
+        report.used += 1
+    return out, report
+
+
+def read_trajectories(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
+                      on_error: str = "raise") -> tuple[list[Trajectory], ReadReport]:
+    """Read and validate trajectory files (JSONL or JSON, any supported format).
+
+    Returns the trajectories in file order and a ReadReport; item_ids must be unique across files.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    for p in paths:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"trajectory file not found: {p}")
+
+    def records():
+        for p in paths:
+            yield from iter_raw(p)
+    return parse_records(records(), on_error=on_error)
