@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("atlas_jax.convert.import_cmd", "Hugging Face directory -> atlas-jax Orbax checkpoint"),
     "export": ("atlas_jax.convert.export_cmd", "atlas-jax checkpoint -> Hugging Face directory"),
+    "inspect": ("atlas_jax.data.inspect_cmd", "show trajectories as training sees them: tokens, steps, loss weights"),
     "experts": ("atlas_jax.envs.experts_cmd", "expert trajectories (AgentTraj-L JSONL) from an offline environment"),
 }
 

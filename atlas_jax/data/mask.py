@@ -131,8 +131,9 @@ def step_weights(traj: Trajectory, mode: str, mask: Mapping[str, MaskEntry] | No
     entry = mask.get(traj.item_id)
     if entry is None:
         if unmasked == "error":
-            raise MaskError(f"{traj.source} item_id={traj.item_id!r}: no entry in the mask file; pass "
-                            f"unmasked='skip' or 'all' to handle trajectories without one")
+            raise MaskError(f"{traj.source} item_id={traj.item_id!r}: no entry in the mask file; set "
+                            f"unmasked (data.encode.unmasked, inspect --unmasked) to 'skip' or 'all' to handle "
+                            f"trajectories without one")
         return None if unmasked == "skip" else np.ones(traj.num_steps, np.float32)
     if entry.num_steps != traj.num_steps:
         raise MaskError(f"{entry.source} item_id={traj.item_id!r}: mask says num_steps={entry.num_steps} but the "

@@ -1,0 +1,101 @@
+"""`atlas-jax inspect --data TRAJ --tokenizer TOK [--mask MASK] [--json OUT]`: what training sees.
+
+Prints each trajectory as its chat template renders it, weighted tokens highlighted (green;
+other step tokens underlined; a tag with the step index and weight opens each step), followed
+by counts. ``--json OUT`` writes one JSON line per trajectory with per-token ``tokens``,
+``token_ids``, ``step`` (-1 outside steps) and ``weight`` ("-" writes to stdout).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from atlas_jax.data.mask import UNMASKED_POLICIES, WEIGHT_MODES
+
+GREEN, UNDERLINE, DIM, RESET = "\x1b[42;30m", "\x1b[4m", "\x1b[2m", "\x1b[0m"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, nargs="+", help="trajectory files (JSONL/JSON)")
+    parser.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory")
+    parser.add_argument("--mask", help="critical-step mask JSONL (select's output)")
+    parser.add_argument("--mode", choices=WEIGHT_MODES, help="weight mode (default: mask with --mask, else all)")
+    parser.add_argument("--unmasked", choices=UNMASKED_POLICIES, default="error",
+                        help="mode mask: trajectories without a mask entry")
+    parser.add_argument("--item", action="append", help="only this item_id (repeatable)")
+    parser.add_argument("--limit", type=int, default=3, help="trajectories to print (default 3; 0 = all)")
+    parser.add_argument("--max-length", type=int, help="truncate as training would")
+    parser.add_argument("--keep-tail", action="store_true", help="keep tokens after the last weighted token")
+    parser.add_argument("--json", metavar="OUT", help="write per-token JSON lines to OUT ('-' = stdout)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+
+def _render(tokens: list[str], steps, weights, color: bool) -> str:
+    out, prev_step = [], -1
+    for text, step, weight in zip(tokens, steps, weights):
+        if step >= 0 and step != prev_step:
+            tag = f"[step {step} w={weight:g}]"
+            out.append(f"{DIM}{tag}{RESET}" if color else tag)
+        prev_step = step
+        if not color:
+            out.append(f"«{text}»" if weight > 0 else text)
+        elif weight > 0:
+            out.append(f"{GREEN}{text}{RESET}")
+        elif step >= 0:
+            out.append(f"{UNDERLINE}{text}{RESET}")
+        else:
+            out.append(text)
+    return "".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder
+    from atlas_jax.data.mask import check_mask_against, read_mask
+    from atlas_jax.data.trajectory import read_trajectories
+
+    trajectories, report = read_trajectories(args.data)
+    mode = args.mode or ("mask" if args.mask else "all")
+    mask = read_mask(args.mask) if args.mask else None
+    if mask is not None:
+        check_mask_against(mask, trajectories)
+    options = EncodeOptions(weight_mode=mode, unmasked=args.unmasked, max_length=args.max_length,
+                            drop_after_last_weighted=not args.keep_tail)
+    encoder = TrajectoryEncoder(args.tokenizer, options, mask)
+    if args.item:
+        known = {t.item_id for t in trajectories}
+        missing = [i for i in args.item if i not in known]
+        if missing:
+            raise KeyError(f"item_id {missing[0]!r} is not in {', '.join(args.data)}")
+        trajectories = [t for t in trajectories if t.item_id in set(args.item)]
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    json_out = None if not args.json else sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
+    printed = 0
+    try:
+        for traj in trajectories:
+            enc = encoder.prepare(traj)
+            trained = enc is not None
+            if enc is None:  # show it anyway, with the weights it would have had
+                enc = encoder.encode(traj)
+            tokens = [encoder.tokenizer.decode([int(i)]) for i in enc.token_ids]
+            if json_out is not None:
+                json_out.write(json.dumps({
+                    "item_id": traj.item_id, "num_steps": traj.num_steps, "trained": trained, "tokens": tokens,
+                    "token_ids": enc.token_ids.tolist(), "step": enc.step_ids.tolist(),
+                    "weight": [float(w) for w in enc.token_weights]}) + "\n")
+            if json_out is sys.stdout or (args.limit and printed >= args.limit):
+                continue
+            printed += 1
+            weighted_steps = sorted({int(s) for s, w in zip(enc.step_ids, enc.token_weights) if w > 0})
+            print(f"=== {traj.item_id} ({traj.source}): {traj.num_steps} steps, weighted steps {weighted_steps}, "
+                  f"{len(enc.token_ids)} tokens, {int((enc.token_weights > 0).sum())} weighted"
+                  + ("" if trained else " -- NOT TRAINED ON (no weighted tokens or no mask entry)"))
+            print(_render(tokens, enc.step_ids.tolist(), enc.token_weights.tolist(), color))
+            print()
+    finally:
+        if json_out is not None and json_out is not sys.stdout:
+            json_out.close()
+    out = sys.stderr if json_out is sys.stdout else sys.stdout
+    print(f"trajectories: {report.summary()}", file=out)
+    print(f"encoding ({mode}): {encoder.report.summary()}", file=out)
+    return 0
