@@ -1,0 +1,67 @@
+"""Fixtures for the data tests: tiny tokenizers (built locally) and small trajectory files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from atlas_jax.data.chat_templates import MARKED_TEMPLATES, strip_generation_markers
+
+
+def write_jsonl(path, records) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return str(path)
+
+
+def agenttraj(item_id: str, steps: list[str], observations: list[str] | None = None, task: str = "Go to the red key.",
+              losses: list | None = None, system: str | None = None) -> dict:
+    """An AgentTraj-L record: task, then step/observation pairs (the last step has no observation)."""
+    observations = observations or [f"Observation: you see wall {i}." for i in range(len(steps) - 1)]
+    conv = [{"from": "system", "value": system, "loss": None}] if system else []
+    conv.append({"from": "human", "value": task, "loss": None})
+    for i, step in enumerate(steps):
+        conv.append({"from": "gpt", "value": step, "loss": None if losses is None else losses[i]})
+        if i < len(observations):
+            conv.append({"from": "human", "value": observations[i], "loss": None})
+    return {"item_id": item_id, "conversations": conv}
+
+
+def corpus(n: int = 12) -> list[dict]:
+    """n trajectories of 1..4 steps with distinct texts (so sequences identify their trajectory)."""
+    return [agenttraj(f"traj_{i}", [f"Thought: plan {i}.{s}. Action: move {s}" for s in range(1 + i % 4)],
+                      task=f"Task {i}: reach the goal.") for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory):
+    """{name: tokenizer dir}: "marked" (Llama-3 style with generation markers) and "unmarked"."""
+    from atlas_jax.data.tiny_tokenizer import build_tiny_tokenizer
+    root = tmp_path_factory.mktemp("tok")
+    return {"marked": build_tiny_tokenizer(root / "marked"),
+            "unmarked": build_tiny_tokenizer(root / "unmarked", generation_markers=False)}
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dirs):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tokenizer_dirs["marked"])
+
+
+@pytest.fixture(scope="session")
+def unmarked_tokenizer(tokenizer_dirs):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tokenizer_dirs["unmarked"])
+
+
+@pytest.fixture(params=sorted(MARKED_TEMPLATES))
+def template_pair(request):
+    """(name, marked template, the same template without markers)."""
+    marked = MARKED_TEMPLATES[request.param]
+    return request.param, marked, strip_generation_markers(marked)
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    return write_jsonl(tmp_path / "traj.jsonl", corpus())
