@@ -18,7 +18,7 @@ import sys
 SAMPLE: dict[str, tuple[str, str, int]] = {
     "babyai_train": ("babyai", "train", 40),
     "textcraft_train": ("textcraft", "train", 30),
-    "sciworld_heldout": ("sciworld", "eval", 12),
+    "sciworld_heldout": ("sciworld", "eval", 23),  # one variation of each of the 23 tasks
 }
 DEFAULT_OUT = os.path.join("data", "sample")
 
