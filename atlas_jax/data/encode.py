@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any, Mapping
 
@@ -12,6 +13,9 @@ from atlas_jax.data.mask import WEIGHT_MODES, MaskEntry, step_weights
 from atlas_jax.data.sequences import sequence_features
 from atlas_jax.data.spans import SPAN_METHODS, encode_steps
 from atlas_jax.data.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+_MAX_CUT_WARNINGS = 10  # then only the counts in EncodeReport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +113,15 @@ class TrajectoryEncoder:
             self.report.no_weighted_tokens += 1
             return None
         enc = self.encode(traj, weights)
+        length = self.report.length
+        cut_before = length.truncated_weighted_tokens
         ids, steps, w = fit_length(enc.token_ids, enc.step_ids, enc.token_weights, max_length=opts.max_length,
-                                   drop_after_last_weighted=opts.drop_after_last_weighted, stats=self.report.length)
+                                   drop_after_last_weighted=opts.drop_after_last_weighted, stats=length)
+        if length.truncated_weighted_tokens > cut_before and length.truncated_sequences <= _MAX_CUT_WARNINGS:
+            log.warning("%s item_id=%r: max_length=%d cuts %d weighted tokens (steps %s)%s", traj.source, traj.item_id,
+                        opts.max_length, length.truncated_weighted_tokens - cut_before,
+                        sorted(set(enc.step_ids[opts.max_length:][enc.token_weights[opts.max_length:] > 0].tolist())),
+                        "; further cuts are only counted" if length.truncated_sequences == _MAX_CUT_WARNINGS else "")
         if not (w[1:] > 0).any():  # position 0 is never a target: a sequence needs a weighted token after it
             self.report.no_weighted_tokens += 1
             return None

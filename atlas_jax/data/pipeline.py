@@ -184,6 +184,10 @@ class TrainData:
         """Counts of what this process has encoded so far (including Grain's read-ahead)."""
         return self.encoder.report
 
+    def summary(self) -> str:
+        """One line for the run log: records read/used/rejected and what encoding kept, cut and dropped."""
+        return f"data: {self.read_report.summary()}; {self.encode_report.summary()}"
+
     def __iter__(self):
         return self
 

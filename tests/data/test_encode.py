@@ -121,3 +121,16 @@ def test_prepare_drops_tail_and_reports_savings(tokenizer, tmp_path):
     assert len(prepared.token_ids) == last_step1 + 1
     assert tokenizer.decode(prepared.token_ids[-1:].tolist()) == "<|eot_id|>"
     assert encoder.report.length.tail_tokens_dropped == len(full.token_ids) - last_step1 - 1 > 0
+
+
+def test_truncation_inside_a_weighted_span_is_reported(tokenizer, caplog):
+    encoder = TrajectoryEncoder(tokenizer, EncodeOptions(weight_mode="all", max_length=40))
+    full = encoder.encode(TRAJ)
+    cut_steps = sorted(set(full.step_ids[40:][full.step_ids[40:] >= 0].tolist()))
+    with caplog.at_level("WARNING"):
+        prepared = encoder.prepare(TRAJ)
+    assert len(prepared.token_ids) == 40
+    stats = encoder.report.length
+    assert stats.truncated_weighted_tokens == int((full.token_weights[40:] > 0).sum()) > 0
+    assert stats.steps_cut + stats.steps_dropped == len(cut_steps)
+    assert f"item_id='t': max_length=40 cuts {stats.truncated_weighted_tokens} weighted tokens" in caplog.text
