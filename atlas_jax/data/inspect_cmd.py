@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from atlas_jax.data.mask import UNMASKED_POLICIES, WEIGHT_MODES
 
 GREEN, UNDERLINE, DIM, RESET = "\x1b[42;30m", "\x1b[4m", "\x1b[2m", "\x1b[0m"
@@ -75,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         for traj in trajectories:
             enc = encoder.prepare(traj)
             trained = enc is not None
-            if enc is None:  # show it anyway, with the weights it would have had
-                enc = encoder.encode(traj)
+            if enc is None:  # show it anyway: its tokens and steps, all weights 0 as training sees it
+                enc = encoder.encode(traj, np.zeros(traj.num_steps, np.float32))
             tokens = [encoder.tokenizer.decode([int(i)]) for i in enc.token_ids]
             if json_out is not None:
                 json_out.write(json.dumps({

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from typing import Any, Sequence
 
@@ -63,6 +64,10 @@ class _Records:
 
     def __init__(self, cfg: DataConfig):
         files = list(cfg.train_files)
+        for f in files:
+            if os.path.isdir(f) and not (len(files) == 1 and is_tfds_dir(f)):
+                raise FileNotFoundError(f"data.train_files: {f} is a directory but not one prepared TFDS dataset "
+                                        "(expected .../atlas_trajectories/1.0.0 with dataset_info.json)")
         if len(files) == 1 and is_tfds_dir(files[0]):
             self.source = open_array_record(files[0], cfg.split)
             self.where = f"{files[0]}[{cfg.split}]"

@@ -61,3 +61,13 @@ def test_tiny_tokenizer_format(tokenizer, unmarked_tokenizer):
                 "<|start_header_id|>assistant<|end_header_id|>\n\nAction: go<|eot_id|>")
     assert tokenizer.apply_chat_template(messages, tokenize=False) == expected
     assert unmarked_tokenizer.apply_chat_template(messages, tokenize=False) == expected
+
+
+def test_inspect_shows_skipped_trajectories_with_zero_weight(tmp_path, corpus_file, tokenizer_dirs):
+    mask = write_jsonl(tmp_path / "mask.jsonl", [{"item_id": "traj_3", "num_steps": 4, "critical": [1]}])
+    out = tmp_path / "tokens.jsonl"
+    assert main(["inspect", "--data", corpus_file, "--tokenizer", tokenizer_dirs["marked"], "--mask", mask,
+                 "--unmasked", "skip", "--json", str(out), "--color", "never"]) == 0
+    recs = {r["item_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert len(recs) == 12 and [i for i, r in recs.items() if r["trained"]] == ["traj_3"]
+    assert all(max(r["weight"]) == 0 and max(r["step"]) >= 0 for i, r in recs.items() if i != "traj_3")
