@@ -18,7 +18,7 @@ def replay(env, record, exact_observations=True):
     """Play a record's actions in ``env`` afresh; every observation must match the record's
     human turns, and the episode must end in success exactly at the last action.
     (SciWorld lists a room's objects in an order that depends on the JVM's history, so there
-    only success and the step count are compared.)"""
+    only success by the last action is required.)"""
     env_name, task_index = record["item_id"].rsplit("_", 1)
     assert env_name == env.name
     conversations = record["conversations"]
@@ -32,6 +32,8 @@ def replay(env, record, exact_observations=True):
     for i, response in enumerate(responses):
         assert parse_action(response), f"{record['item_id']}: turn {i} has no action"
         result = env.step(response)
+        if not exact_observations and result.done:
+            break  # another object order can let a later gold step land early
         if i < len(responses) - 1:
             assert not result.done, f"{record['item_id']}: ended early at turn {i}"
             if exact_observations:
