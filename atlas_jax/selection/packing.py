@@ -1,0 +1,101 @@
+"""Host-side packing of score sequences into fixed [B, T] rows with per-target slot ids.
+
+Every (sequence, step) to score gets a *slot* 1..S-1 inside its row; ``slot_ids[b, t]`` is the
+slot of the token that position t predicts (targets are shifted inside each sequence, as in
+atlas_jax.data.sequences), 0 where the target is not a scored step token. The device then
+reduces per slot with one segment sum per metric. A sequence longer than T is cut to T tokens;
+a step that loses any token is not scored and is reported as truncated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from atlas_jax.selection.variants import ScoreSequence
+
+ROW_KEYS = ("input_ids", "target_ids", "positions", "segment_ids", "slot_ids")
+
+
+@dataclasses.dataclass
+class Row:
+    length: int = 0
+    parts: list = dataclasses.field(default_factory=list)  # (sequence index, kept length, [(slot, step)])
+    slots: int = 0
+
+
+@dataclasses.dataclass
+class PackReport:
+    sequences: int = 0
+    tokens: int = 0  # real tokens placed in rows
+    truncated_sequences: int = 0
+    truncated_steps: list = dataclasses.field(default_factory=list)  # (sequence index, step)
+
+
+def _scored_steps(seq: ScoreSequence, keep: int) -> tuple[list[int], list[int]]:
+    """(steps whose tokens all lie in the first ``keep`` tokens, steps that lose some)."""
+    steps = np.unique(seq.step_ids_L[seq.step_ids_L >= 0]).tolist()
+    cut = set(np.unique(seq.step_ids_L[keep:][seq.step_ids_L[keep:] >= 0]).tolist())
+    return [s for s in steps if s not in cut], [s for s in steps if s in cut]
+
+
+def pack(sequences: Sequence[ScoreSequence], seq_len: int, num_slots: int,
+         open_rows: int = 64) -> tuple[list[Row], PackReport]:
+    """First-fit-decreasing into rows of ``seq_len`` tokens and ``num_slots - 1`` slots each.
+
+    Only the last ``open_rows`` rows take new sequences, so packing stays linear in the data.
+    """
+    report = PackReport()
+    rows: list[Row] = []
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].token_ids_L))
+    for i in order:
+        seq = sequences[i]
+        keep = min(len(seq.token_ids_L), seq_len)
+        scored, cut = _scored_steps(seq, keep)
+        report.sequences += 1
+        if keep < len(seq.token_ids_L):
+            report.truncated_sequences += 1
+            report.truncated_steps.extend((i, s) for s in cut)
+        if len(scored) > num_slots - 1:
+            raise ValueError(f"item_id={seq.item_id!r}: {len(scored)} steps in one sequence exceed "
+                             f"{num_slots - 1} slots per row; raise num_slots")
+        row = next((r for r in rows[-open_rows:]
+                    if r.length + keep <= seq_len and r.slots + len(scored) <= num_slots - 1), None)
+        if row is None:
+            row = Row()
+            rows.append(row)
+        row.parts.append((i, keep, [(row.slots + 1 + j, s) for j, s in enumerate(scored)]))
+        row.length += keep
+        row.slots += len(scored)
+        report.tokens += keep
+    return rows, report
+
+
+def row_arrays(row: Row, sequences: Sequence[ScoreSequence], seq_len: int) -> dict[str, np.ndarray]:
+    """The [T] arrays of one row (ROW_KEYS)."""
+    out = {k: np.zeros(seq_len, np.int32) for k in ROW_KEYS}
+    start = 0
+    for segment, (i, keep, slots) in enumerate(row.parts, start=1):
+        seq = sequences[i]
+        ids_L, steps_L = seq.token_ids_L[:keep], seq.step_ids_L[:keep]
+        end = start + keep
+        out["input_ids"][start:end] = ids_L
+        out["target_ids"][start:end - 1] = ids_L[1:]
+        out["positions"][start:end] = np.arange(keep)
+        out["segment_ids"][start:end] = segment
+        slot_of_step = dict((s, slot) for slot, s in slots)
+        target_steps = steps_L[1:]  # position t predicts token t + 1
+        out["slot_ids"][start:end - 1] = [slot_of_step.get(int(s), 0) for s in target_steps]
+        start = end
+    return out
+
+
+def batches(rows: Sequence[Row], sequences: Sequence[ScoreSequence], seq_len: int,
+            batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], list[Row]]]:
+    """[B, T] batches of rows; the last one is padded with empty rows (all zeros: no slots)."""
+    for start in range(0, len(rows), batch_size):
+        chunk = list(rows[start:start + batch_size])
+        arrays = [row_arrays(r, sequences, seq_len) for r in chunk]
+        arrays += [{k: np.zeros(seq_len, np.int32) for k in ROW_KEYS}] * (batch_size - len(chunk))
+        yield {k: np.stack([a[k] for a in arrays]) for k in ROW_KEYS}, chunk

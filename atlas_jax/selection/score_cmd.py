@@ -1,0 +1,74 @@
+"""`atlas-jax score --model MODEL --tokenizer TOK --data TRAJ --out SCORES`: per-step importance metrics.
+
+Runs the JAX scoring pass (atlas_jax.selection.score_pass) over every trajectory, sharded over
+all local devices (batch over data x fsdp), and writes scores JSONL (atlas_jax.selection.scores_io).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from atlas_jax.selection.variants import VARIANTS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="atlas-jax checkpoint or Hugging Face model directory")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: MODEL/tokenizer, else MODEL)")
+    parser.add_argument("--data", required=True, nargs="+", help="trajectory files (JSONL/JSON)")
+    parser.add_argument("--out", required=True, help="scores JSONL to write")
+    parser.add_argument("--seq-len", type=int, default=2048, help="packed row length (default 2048)")
+    parser.add_argument("--batch-size", type=int, default=8, help="rows per batch, over all devices (default 8)")
+    parser.add_argument("--chunk", type=int, default=256, help="positions per logits chunk (default 256)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma list of passes: full (always), prompt_only (ifd), no_obs (obs_dependence)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: the model's)")
+    parser.add_argument("--attention", choices=("xla", "cudnn"), help="attention kernel (default: the model's)")
+    parser.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor mesh sizes (-1 fills; default 1,-1,1)")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="bad trajectory records: stop (default) or skip and count them")
+
+
+def _tokenizer_dir(args) -> str:
+    if args.tokenizer:
+        return args.tokenizer
+    for candidate in (os.path.join(args.model, "tokenizer"), args.model):
+        if os.path.isfile(os.path.join(candidate, "tokenizer_config.json")):
+            return candidate
+    raise FileNotFoundError(f"no tokenizer in {args.model} (or its tokenizer/ folder); pass --tokenizer")
+
+
+def parse_mesh(text: str):
+    from atlas_jax.sharding import MeshConfig
+
+    try:
+        data, fsdp, tensor = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--mesh must be three comma-separated integers data,fsdp,tensor, got {text!r}") from None
+    return MeshConfig(data=data, fsdp=fsdp, tensor=tensor)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atlas_jax.convert.checkpoint import load_pretrained
+    from atlas_jax.data.encode import load_tokenizer
+    from atlas_jax.data.trajectory import read_trajectories
+    from atlas_jax.selection.score_pass import ScoreOptions, score_trajectories
+    from atlas_jax.selection.scores_io import write_scores
+    from atlas_jax.sharding import build_mesh
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    variants = ("full",) + tuple(v for v in variants if v != "full")
+    options = ScoreOptions(seq_len=args.seq_len, batch_size=args.batch_size, variants=variants, chunk=args.chunk)
+    mesh = build_mesh(parse_mesh(args.mesh))
+    options.validate(mesh)  # before loading anything
+    trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)
+    print(f"trajectories: {read_report.summary()}")
+    tokenizer = load_tokenizer(_tokenizer_dir(args))
+    overrides = {k: v for k, v in (("dtype", args.dtype), ("attention", args.attention)) if v}
+    model = load_pretrained(args.model, mesh=mesh, **overrides)
+    records, report = score_trajectories(trajectories, tokenizer, model, options, mesh)
+    scorer = {"model": os.path.abspath(args.model), "dtype": model.cfg.dtype, "variants": list(variants),
+              "seq_len": args.seq_len}
+    written = write_scores(args.out, records, scorer)
+    print(report.summary())
+    print(f"wrote {written} records to {args.out}")
+    return 0

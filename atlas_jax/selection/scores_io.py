@@ -1,0 +1,85 @@
+"""Scores JSONL (the output of `atlas-jax score`), one line per trajectory:
+
+    {"item_id", "num_steps", "scorer": {"model", "dtype", "variants", "seq_len"},
+     "steps": [{"index", "tokens", "nll_sum", "nll_mean", "entropy_mean",
+                "nll_mean_prompt_only", "ifd", "nll_mean_no_obs", "obs_dependence", "truncated"}]}
+
+Metrics are nats per token; null where a sequence had to be cut to seq_len (``truncated``) and
+for obs_dependence at step 0. nll_mean_prompt_only/ifd and nll_mean_no_obs/obs_dependence are
+present only when their variant ran.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Iterable
+
+STEP_FIELDS = ("index", "tokens", "nll_sum", "nll_mean", "entropy_mean", "nll_mean_prompt_only", "ifd",
+               "nll_mean_no_obs", "obs_dependence", "truncated")
+METRICS = ("nll_sum", "nll_mean", "entropy_mean", "nll_mean_prompt_only", "ifd", "nll_mean_no_obs",
+           "obs_dependence", "tokens")
+
+
+class ScoresError(ValueError):
+    """Bad scores input; the message names file, line and item_id."""
+
+
+def write_scores(path: str | os.PathLike, records: Iterable[dict], scorer: dict | None = None) -> int:
+    """Write records atomically (temp file + rename); returns the number written."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            out = {"item_id": rec["item_id"], "num_steps": rec["num_steps"]}
+            if scorer:
+                out["scorer"] = scorer
+            out["steps"] = rec["steps"]
+            f.write(json.dumps(out, allow_nan=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def _check_step(step, k: int, at: str) -> None:
+    if not isinstance(step, dict) or step.get("index") != k:
+        raise ScoresError(f"{at}: steps[{k}] must be an object with index {k}")
+    tokens = step.get("tokens")
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        raise ScoresError(f"{at}: steps[{k}].tokens must be a non-negative integer, got {tokens!r}")
+    for name in METRICS:
+        value = step.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value)):
+            raise ScoresError(f"{at}: steps[{k}].{name} must be a finite number or null, got {value!r}")
+
+
+def read_scores(path: str | os.PathLike) -> dict[str, dict]:
+    """{item_id: record}; every line and step is validated."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"scores file not found: {path}")
+    out: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ScoresError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("item_id"), str):
+                raise ScoresError(f"{where}: scores record needs a string 'item_id'")
+            at = f"{where} item_id={rec['item_id']!r}"
+            steps = rec.get("steps")
+            if not isinstance(steps, list) or rec.get("num_steps") != len(steps):
+                raise ScoresError(f"{at}: 'steps' must be a list of num_steps={rec.get('num_steps')!r} entries")
+            for k, step in enumerate(steps):
+                _check_step(step, k, at)
+            if rec["item_id"] in out:
+                raise ScoresError(f"{at}: duplicate item_id")
+            rec["source"] = where
+            out[rec["item_id"]] = rec
+    return out
