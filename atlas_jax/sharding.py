@@ -33,6 +33,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     # activations
     "act_batch": ("data", "fsdp"),
     "act_seq": None,
+    "act_cache_seq": None,  # KV-cache slots (decoding)
     "act_embed": None,
     "act_heads": "tensor",
     "act_kv_heads": "tensor",

@@ -14,6 +14,10 @@ only). What it supports for packing, as used here:
     native segment-id (THD ragged) layout is not exposed by ``jax.nn``, so it is not used.
 The same call with ``implementation="xla"`` is what the CPU tests run to check the mask wiring.
 
+Decoding with a KV cache (``cached_attention``) always uses the XLA reference: queries are few
+(one per row per step) and the mask spans cache slots rather than the new block, a shape the
+cuDNN path has not been verified on.
+
 Mask semantics: key j is visible to query i iff they share a segment id, ``pos_j <= pos_i``
 and, with a sliding window W, ``pos_i - pos_j < W`` (transformers' ``kv_idx > q_idx - W``).
 Padding (segment 0) attends only to padding, so no row is fully masked and nothing is NaN.
@@ -75,3 +79,11 @@ def causal_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.
             positions_BxT, positions_BxT, segment_ids_BxT, segment_ids_BxT, sliding_window)
         return fused_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, mask, "cudnn")
     raise ValueError(f"unknown attention implementation {implementation!r} (expected xla or cudnn)")
+
+
+def cached_attention(q_BxTxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array, *,
+                     q_positions_BxT: jax.Array, kv_positions_BxS: jax.Array, q_segments_BxT: jax.Array,
+                     kv_segments_BxS: jax.Array, sliding_window: int | None) -> jax.Array:
+    """New queries against every cache slot (which already holds the new keys/values)."""
+    mask = attention_mask(q_positions_BxT, kv_positions_BxS, q_segments_BxT, kv_segments_BxS, sliding_window)
+    return xla_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask)

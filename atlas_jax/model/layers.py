@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from atlas_jax.model.attention import causal_attention
+from atlas_jax.model.attention import cached_attention, causal_attention
 from atlas_jax.model.config import ModelConfig
+from atlas_jax.model.kv_cache import LayerCache
 from atlas_jax.model.rope import apply_rope
 from atlas_jax.sharding import shard
 
@@ -68,15 +69,24 @@ class Attention(nnx.Module):
         self.v_proj = Dense((e,), (k, d), ("embed",), ("kv_heads", "head_dim"), bias=cfg.qkv_bias, cfg=cfg, rngs=rngs)
         self.o_proj = Dense((h, d), (e,), ("q_heads", "head_dim"), ("embed",), bias=cfg.o_bias, cfg=cfg, rngs=rngs)
 
-    def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT):
+    def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
+                 cache: LayerCache | None = None):
+        """Output [B, T, E]; with ``cache``, ``(output, (k_BxSxKxD, v_BxSxKxD))``: the new keys and
+        values are written at ``cache.index`` and the queries attend over all cache slots."""
         heads = ("act_batch", "act_seq", "act_heads", "act_head_dim")
         kv_heads = ("act_batch", "act_seq", "act_kv_heads", "act_head_dim")
         q = shard(apply_rope(self.q_proj(x_BxTxE), cos_BxTxD, sin_BxTxD), heads)
         k = shard(apply_rope(self.k_proj(x_BxTxE), cos_BxTxD, sin_BxTxD), kv_heads)
         v = shard(self.v_proj(x_BxTxE), kv_heads)
-        out_BxTxHxD = causal_attention(q, k, v, positions_BxT=positions_BxT, segment_ids_BxT=segment_ids_BxT,
-                                       sliding_window=self.cfg.sliding_window, implementation=self.cfg.attention)
-        return self.o_proj(shard(out_BxTxHxD, heads))
+        if cache is None:
+            out_BxTxHxD = causal_attention(q, k, v, positions_BxT=positions_BxT, segment_ids_BxT=segment_ids_BxT,
+                                           sliding_window=self.cfg.sliding_window, implementation=self.cfg.attention)
+            return self.o_proj(shard(out_BxTxHxD, heads))
+        k_all, v_all = cache.update(k, v)
+        out_BxTxHxD = cached_attention(q, k_all, v_all, q_positions_BxT=positions_BxT,
+                                       kv_positions_BxS=cache.positions_BxS, q_segments_BxT=segment_ids_BxT,
+                                       kv_segments_BxS=cache.segments_BxS, sliding_window=self.cfg.sliding_window)
+        return self.o_proj(shard(out_BxTxHxD, heads)), (k_all, v_all)
 
 
 class MLP(nnx.Module):
@@ -103,9 +113,13 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rngs=rngs)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT):
+    def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
+                 cache: LayerCache | None = None):
+        """Output [B, T, E]; with ``cache``, ``(output, updated (k, v))`` as ``Attention`` returns."""
         residual = ("act_batch", "act_seq", "act_embed")
-        x_BxTxE = x_BxTxE + self.self_attn(self.input_layernorm(x_BxTxE), cos_BxTxD, sin_BxTxD,
-                                           positions_BxT, segment_ids_BxT)
-        x_BxTxE = shard(x_BxTxE, residual)
-        return shard(x_BxTxE + self.mlp(self.post_attention_layernorm(x_BxTxE)), residual)
+        attn = self.self_attn(self.input_layernorm(x_BxTxE), cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
+                              cache)
+        attn_BxTxE, kv = (attn, None) if cache is None else attn
+        x_BxTxE = shard(x_BxTxE + attn_BxTxE, residual)
+        out_BxTxE = shard(x_BxTxE + self.mlp(self.post_attention_layernorm(x_BxTxE)), residual)
+        return out_BxTxE if cache is None else (out_BxTxE, kv)

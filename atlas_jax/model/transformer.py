@@ -4,6 +4,9 @@ Layer parameters are always stored stacked along a leading ``layers`` axis, what
 run-time options, so checkpoints do not depend on ``scan_layers`` or ``remat``. With
 ``scan_layers`` the stack is applied with ``jax.lax.scan`` (one compiled layer, fast
 compiles for deep models); without it, with an unrolled Python loop over slices.
+
+Decoding passes a :class:`KVCache` through the same layers (``cache=``): each layer reads and
+returns its slice of the stacked cache, so training and generation share one code path.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from atlas_jax.model.config import ModelConfig
+from atlas_jax.model.kv_cache import KVCache, LayerCache
 from atlas_jax.model.layers import DecoderLayer, RMSNorm, make_param
 from atlas_jax.model.rope import rope_tables
 from atlas_jax.sharding import shard, use_mesh
@@ -48,20 +52,32 @@ class CausalLM(nnx.Module):
             rngs, embed_init, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), cfg.param_dtype)
 
     def __call__(self, input_ids_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-                 segment_ids_BxT: jax.Array | None = None) -> jax.Array:
-        """Float32 logits [B, T, V]. For training losses use ``hidden_states`` + ``logits`` on
-        chunks instead, so the full float32 [B, T, V] tensor never exists."""
-        return self.logits(self.hidden_states(input_ids_BxT, positions_BxT, segment_ids_BxT))
+                 segment_ids_BxT: jax.Array | None = None, cache: KVCache | None = None):
+        """Float32 logits [B, T, V] (with ``cache``: ``(logits, updated cache)``). For training
+        losses use ``hidden_states`` + ``logits`` on chunks instead, so the full float32
+        [B, T, V] tensor never exists."""
+        out = self.hidden_states(input_ids_BxT, positions_BxT, segment_ids_BxT, cache)
+        return self.logits(out) if cache is None else (self.logits(out[0]), out[1])
 
     def hidden_states(self, input_ids_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-                      segment_ids_BxT: jax.Array | None = None) -> jax.Array:
+                      segment_ids_BxT: jax.Array | None = None, cache: KVCache | None = None):
         """Final-norm hidden states [B, T, E] in the compute dtype.
 
         ``segment_ids_BxT`` (1.. per packed sequence, 0 for padding) and ``positions_BxT``
         (restarting at 0 per sequence) describe packed rows; both None means one sequence a row.
+
+        With ``cache`` the tokens continue the cached sequences: ``positions_BxT`` is required,
+        ``segment_ids_BxT`` marks real tokens (1) and padding (0, default: all real), and the
+        result is ``(hidden, cache)`` with the tokens' keys/values written at ``cache.index``.
         """
         cfg = self.cfg
         with use_mesh(self.mesh):
+            if cache is not None:
+                if positions_BxT is None:
+                    raise ValueError("CausalLM with a KV cache needs positions_BxT (each row's token positions)")
+                if segment_ids_BxT is None:
+                    segment_ids_BxT = jnp.ones(input_ids_BxT.shape, jnp.int32)
+                cache = cache.write_slots(positions_BxT, segment_ids_BxT)
             if positions_BxT is None:
                 positions_BxT = jnp.broadcast_to(jnp.arange(input_ids_BxT.shape[1]), input_ids_BxT.shape)
             embed = self.embed_tokens[...].astype(cfg.dtype)
@@ -69,19 +85,35 @@ class CausalLM(nnx.Module):
             cos_BxTxD, sin_BxTxD = rope_tables(cfg, positions_BxT)
             graphdef, stacked = nnx.split(self.layers)
 
-            def apply_layer(x, layer_state):
+            def apply_layer(x, layer_state, kv=None):
                 layer = nnx.merge(graphdef, layer_state)
-                return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT)
+                layer_cache = None if kv is None else LayerCache(kv[0], kv[1], cache.positions_BxS,
+                                                                 cache.segments_BxS, cache.index)
+                return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT, layer_cache)
 
             if cfg.remat != "none":
                 apply_layer = jax.checkpoint(apply_layer, policy=REMAT_POLICIES[cfg.remat],
                                              prevent_cse=not cfg.scan_layers)
+            if cache is None:
+                if cfg.scan_layers:
+                    x_BxTxE, _ = jax.lax.scan(lambda x, s: (apply_layer(x, s), None), x_BxTxE, stacked)
+                else:
+                    for i in range(cfg.num_layers):
+                        x_BxTxE = apply_layer(x_BxTxE, jax.tree.map(lambda a: a[i], stacked))
+                return self.norm(x_BxTxE)
+            kv_stack = (cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
             if cfg.scan_layers:
-                x_BxTxE, _ = jax.lax.scan(lambda x, s: (apply_layer(x, s), None), x_BxTxE, stacked)
+                x_BxTxE, (k_all, v_all) = jax.lax.scan(lambda x, s_kv: apply_layer(x, *s_kv), x_BxTxE,
+                                                       (stacked, kv_stack))
             else:
-                for i in range(cfg.num_layers):
-                    x_BxTxE = apply_layer(x_BxTxE, jax.tree.map(lambda a: a[i], stacked))
-            return self.norm(x_BxTxE)
+                k_all, v_all = kv_stack
+                for i in range(cfg.num_layers):  # in-place per-layer updates (no re-stacking copy)
+                    x_BxTxE, (k, v) = apply_layer(x_BxTxE, jax.tree.map(lambda a: a[i], stacked),
+                                                  (k_all[i], v_all[i]))
+                    k_all, v_all = k_all.at[i].set(k), v_all.at[i].set(v)
+            cache = KVCache(k_all, v_all, cache.positions_BxS, cache.segments_BxS,
+                            cache.index + input_ids_BxT.shape[1])
+            return self.norm(x_BxTxE), cache
 
     def logits(self, hidden_BxTxE: jax.Array) -> jax.Array:
         """Float32 logits for hidden states of any leading shape [..., E] -> [..., V]."""

@@ -1,0 +1,74 @@
+"""Key/value cache for incremental decoding, used by the same layers as training.
+
+Layout (one array per kind for the whole stack, so ``lax.scan`` over layers carries it):
+
+  ``k_LxBxSxKxD``, ``v_LxBxSxKxD``  keys/values of every layer, compute dtype
+  ``positions_BxS``                  the RoPE position of the token in each slot
+  ``segments_BxS``                   1 where a slot holds a real token, 0 for padding or an empty slot
+  ``index``                          int32 scalar: the next slot to write (same for every row)
+
+A call with ``T`` new tokens writes slots ``[index, index + T)`` for every row and attends over
+all ``S`` slots with the usual mask (same segment, ``pos_kv <= pos_q``, sliding window), so
+left-padded prompts and rows of different lengths need nothing special: padding has segment 0
+and is invisible to real tokens; empty slots are segment 0 too.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from atlas_jax.model.config import ModelConfig
+from atlas_jax.sharding import shard
+
+CACHE_AXES = ("layers", "act_batch", "act_cache_seq", "act_kv_heads", "act_head_dim")
+SLOT_AXES = ("act_batch", "act_cache_seq")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    k_LxBxSxKxD: jax.Array
+    v_LxBxSxKxD: jax.Array
+    positions_BxS: jax.Array
+    segments_BxS: jax.Array
+    index: jax.Array
+
+    @property
+    def max_len(self) -> int:
+        return self.positions_BxS.shape[1]
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
+        """An empty cache (call inside ``jit`` under the model's mesh to create it sharded)."""
+        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        zeros = shard(jnp.zeros(shape, cfg.dtype), CACHE_AXES)
+        slots = shard(jnp.zeros((batch, max_len), jnp.int32), SLOT_AXES)
+        return cls(zeros, zeros, slots, slots, jnp.zeros((), jnp.int32))
+
+    def write_slots(self, positions_BxT: jax.Array, segments_BxT: jax.Array) -> "KVCache":
+        """Record positions/validity of the ``T`` tokens about to be written at ``index``."""
+        start = (0, self.index)
+        positions = jax.lax.dynamic_update_slice(self.positions_BxS, positions_BxT.astype(jnp.int32), start)
+        segments = jax.lax.dynamic_update_slice(self.segments_BxS, segments_BxT.astype(jnp.int32), start)
+        return dataclasses.replace(self, positions_BxS=shard(positions, SLOT_AXES),
+                                   segments_BxS=shard(segments, SLOT_AXES))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCache:
+    """One layer's view of the cache, as handed to ``Attention`` (not a pytree: built per layer)."""
+
+    k_BxSxKxD: jax.Array
+    v_BxSxKxD: jax.Array
+    positions_BxS: jax.Array
+    segments_BxS: jax.Array
+    index: jax.Array
+
+    def update(self, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys/values of all slots after writing the new ones at ``index``."""
+        start = (0, self.index, 0, 0)
+        k = jax.lax.dynamic_update_slice(self.k_BxSxKxD, k_BxTxKxD.astype(self.k_BxSxKxD.dtype), start)
+        v = jax.lax.dynamic_update_slice(self.v_BxSxKxD, v_BxTxKxD.astype(self.v_BxSxKxD.dtype), start)
+        return shard(k, CACHE_AXES[1:]), shard(v, CACHE_AXES[1:])
