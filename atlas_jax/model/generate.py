@@ -21,7 +21,7 @@ from flax import nnx
 
 from atlas_jax.model.kv_cache import KVCache
 from atlas_jax.model.transformer import CausalLM
-from atlas_jax.sharding import batch_sharding, use_mesh
+from atlas_jax.sharding import named_sharding, use_mesh
 
 
 @dataclasses.dataclass
@@ -133,7 +133,9 @@ def generate(model: CausalLM, prompts: Sequence[Sequence[int]], stop_ids: Sequen
         prompt_len = min(prompt_len, max_prompt_len)
     ids, segments = left_pad(prompts, batch, prompt_len, pad_id)
     if model.mesh is not None:
-        ids, segments = (jax.device_put(a, batch_sharding(model.mesh)) for a in (ids, segments))
+        # batch over data x fsdp where it divides (else replicated), as the act_batch rule says
+        sharding = named_sharding(model.mesh, ("act_batch", "act_seq"), ids.shape)
+        ids, segments = (jax.device_put(a, sharding) for a in (ids, segments))
     graphdef, state = nnx.split(model)
     out_BxN, _ = _generate_jit(graphdef, state, ids, segments, jnp.asarray(sorted(set(stop_ids)) or [-1], jnp.int32),
                                jax.random.key(seed), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),

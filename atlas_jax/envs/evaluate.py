@@ -1,0 +1,117 @@
+"""Evaluate a policy in an environment: per-episode JSONL and a per-environment summary.
+
+Success rate, mean reward (each episode's last reward: the env's final score; SciWorld's is
+score / 100) and mean turns are over all episodes attempted, so an episode that ended in
+context overflow, an unparsable response or an env error counts as a failure, and the
+summary says how many ended each way.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Callable, Iterable
+
+from atlas_jax.envs.agent_loop import END_REASONS, Episode, Policy, run_episodes
+from atlas_jax.envs.base import TextEnv
+
+
+@dataclasses.dataclass
+class EnvSummary:
+    env: str
+    split: str
+    episodes: int = 0
+    successes: int = 0
+    reward_sum: float = 0.0
+    turns_sum: int = 0
+    end_reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    unparsable: int = 0
+    invalid_actions: int = 0
+    truncated_responses: int = 0
+    generated_tokens: int = 0
+
+    def add(self, episode: Episode) -> None:
+        self.episodes += 1
+        self.successes += episode.success
+        self.reward_sum += episode.reward
+        self.turns_sum += episode.turns
+        self.end_reasons[episode.end_reason] += 1
+        self.unparsable += episode.unparsable
+        self.invalid_actions += episode.invalid_actions
+        self.truncated_responses += episode.truncated_responses
+        self.generated_tokens += episode.generated_tokens
+
+    def _mean(self, total: float) -> float:
+        return total / self.episodes if self.episodes else 0.0
+
+    @property
+    def success_rate(self) -> float:
+        return self._mean(self.successes)
+
+    @property
+    def mean_reward(self) -> float:
+        return self._mean(self.reward_sum)
+
+    @property
+    def mean_turns(self) -> float:
+        return self._mean(self.turns_sum)
+
+    def to_json(self) -> dict:
+        return {"env": self.env, "split": self.split, "episodes": self.episodes, "successes": self.successes,
+                "success_rate": self.success_rate, "mean_reward": self.mean_reward, "mean_turns": self.mean_turns,
+                "end_reasons": {r: self.end_reasons.get(r, 0) for r in END_REASONS},
+                "unparsable_responses": self.unparsable, "invalid_actions": self.invalid_actions,
+                "truncated_responses": self.truncated_responses, "generated_tokens": self.generated_tokens}
+
+
+def evaluate(env_name: str, make_env: Callable[[], TextEnv], policy: Policy, *, episodes: int, split: str = "eval",
+             skip: int = 0, batch_size: int = 8, on_unparsable: str = "end", out_path: str | None = None,
+             progress: Callable[[Episode], None] | None = None) -> EnvSummary:
+    """Run the first ``episodes`` tasks of ``split`` (after ``skip``); JSONL to ``out_path``."""
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    probe = make_env()
+    try:
+        task_indices = probe.task_indices(split, episodes, start=skip)
+    finally:
+        probe.close()
+    if not task_indices:
+        raise ValueError(f"{env_name}: no task indices in split {split!r} after skipping {skip}")
+    summary = EnvSummary(env_name, split)
+    sink = open(out_path, "w", encoding="utf-8") if out_path else None
+    try:
+        for episode in run_episodes(make_env, task_indices, policy, batch_size=batch_size, split=split,
+                                    on_unparsable=on_unparsable, progress=progress):
+            summary.add(episode)
+            if sink is not None:  # written as episodes finish, so an interrupted run keeps what it did
+                sink.write(json.dumps(episode.record(), ensure_ascii=False) + "\n")
+                sink.flush()
+    finally:
+        if sink is not None:
+            sink.close()
+    return summary
+
+
+def summary_table(summaries: Iterable[EnvSummary]) -> str:
+    """A Markdown table: one row per environment."""
+    header = ("| env | split | episodes | success rate | mean reward | mean turns | ended: success / failed / "
+              "step limit / overflow / unparsable / env error |")
+    lines = [header, "|" + "---|" * 7]
+    for s in summaries:
+        ends = " / ".join(str(s.end_reasons.get(r, 0)) for r in END_REASONS)
+        lines.append(f"| {s.env} | {s.split} | {s.episodes} | {s.success_rate:.3f} | {s.mean_reward:.3f} | "
+                     f"{s.mean_turns:.2f} | {ends} |")
+    return "\n".join(lines)
+
+
+def write_summary(out_dir: str, summaries: list[EnvSummary], extra: dict | None = None) -> str:
+    """``summary.json`` and ``summary.md`` in ``out_dir``; returns the table."""
+    os.makedirs(out_dir, exist_ok=True)
+    table = summary_table(summaries)
+    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump({"environments": [s.to_json() for s in summaries], **(extra or {})}, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    return table
