@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experts": ("atlas_jax.envs.experts_cmd", "expert trajectories (AgentTraj-L JSONL) from an offline environment"),
     "eval": ("atlas_jax.envs.eval_cmd", "run the model as the agent in an environment -> per-episode JSONL + success rates"),
     "score": ("atlas_jax.selection.score_cmd", "per-step importance metrics from a JAX scoring pass -> scores JSONL"),
+    "select": ("atlas_jax.selection.select_cmd", "critical-step selection (oracle, score, random, ...) -> mask JSONL"),
+    "compare-masks": ("atlas_jax.selection.compare_cmd", "precision/recall/Jaccard of mask B against mask A"),
 }
 
 
