@@ -84,9 +84,10 @@ def row_arrays(row: Row, sequences: Sequence[ScoreSequence], seq_len: int) -> di
         out["target_ids"][start:end - 1] = ids_L[1:]
         out["positions"][start:end] = np.arange(keep)
         out["segment_ids"][start:end] = segment
-        slot_of_step = dict((s, slot) for slot, s in slots)
-        target_steps = steps_L[1:]  # position t predicts token t + 1
-        out["slot_ids"][start:end - 1] = [slot_of_step.get(int(s), 0) for s in target_steps]
+        slot_of_step = np.zeros(int(steps_L.max(initial=-1)) + 2, np.int32)  # step + 1 -> slot; unscored -> 0
+        for slot, s in slots:
+            slot_of_step[s + 1] = slot
+        out["slot_ids"][start:end - 1] = slot_of_step[steps_L[1:] + 1]  # position t predicts token t + 1
         start = end
     return out
 

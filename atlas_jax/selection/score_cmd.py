@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="scores JSONL to write")
     parser.add_argument("--seq-len", type=int, default=2048, help="packed row length (default 2048)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per batch, over all devices (default 8)")
+    parser.add_argument("--group-size", type=int, default=512,
+                        help="trajectories encoded and packed at a time (bounds host memory; default 512)")
     parser.add_argument("--chunk", type=int, default=256, help="positions per logits chunk (default 256)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma list of passes: full (always), prompt_only (ifd), no_obs (obs_dependence)")
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     variants = ("full",) + tuple(v for v in variants if v != "full")
-    options = ScoreOptions(seq_len=args.seq_len, batch_size=args.batch_size, variants=variants, chunk=args.chunk)
+    options = ScoreOptions(seq_len=args.seq_len, batch_size=args.batch_size, variants=variants, chunk=args.chunk,
+                           group_size=args.group_size)
     mesh = build_mesh(parse_mesh(args.mesh))
     options.validate(mesh)  # before loading anything
     trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)

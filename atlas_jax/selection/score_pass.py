@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from atlas_jax.data.trajectory import Trajectory
 from atlas_jax.model import CausalLM
 from atlas_jax.selection.packing import batches, pack
+from atlas_jax.selection.scores_io import STEP_FIELDS
 from atlas_jax.selection.scoring import SLOT_SUMS, make_score_step
 from atlas_jax.selection.variants import VARIANTS, trajectory_sequences
 
@@ -33,12 +34,15 @@ class ScoreOptions:
     chunk: int = 256  # positions per logits chunk
     num_slots: int | None = None  # scored steps per row + 1; None: from the longest trajectory
     span_method: str = "auto"
+    group_size: int = 512  # trajectories encoded and packed at a time
 
     def validate(self, mesh: Mesh | None = None) -> None:
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
         if self.chunk < 1 or self.seq_len % min(self.chunk, self.seq_len):
             raise ValueError(f"seq_len={self.seq_len} must be a multiple of the logits chunk ({self.chunk})")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be positive, got {self.group_size}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if mesh is not None:
@@ -103,16 +107,32 @@ def score_trajectories(trajectories: Sequence[Trajectory], tokenizer: Any, model
     report = ScoreReport(trajectories=len(trajectories), steps=sum(t.num_steps for t in trajectories))
     if not trajectories:
         return [], report
-    sequences = [seq for traj in trajectories for seq in trajectory_sequences(
-        traj, tokenizer, options.variants, span_method=options.span_method, chat_template=chat_template)]
     num_slots = options.num_slots or _auto_slots(trajectories)
-    rows, pack_report = pack(sequences, options.seq_len, num_slots)
-    report.sequences, report.rows, report.tokens = len(sequences), len(rows), pack_report.tokens
-    report.truncated_sequences, report.truncated_steps = pack_report.truncated_sequences, len(
-        pack_report.truncated_steps)
-
     step = make_score_step(model, num_slots, options.chunk, mesh)
-    sums: dict[tuple[int, int], np.ndarray] = {}  # (sequence index, step) -> [tokens, nll_sum, entropy_sum]
+    records: list[dict] = []
+    start = time.perf_counter()
+    # groups of trajectories bound host memory: the no_obs variant alone is O(steps^2) tokens
+    for g in range(0, len(trajectories), options.group_size):
+        group = trajectories[g:g + options.group_size]
+        sequences = [seq for traj in group for seq in trajectory_sequences(
+            traj, tokenizer, options.variants, span_method=options.span_method, chat_template=chat_template)]
+        rows, pack_report = pack(sequences, options.seq_len, num_slots)
+        report.sequences += len(sequences)
+        report.rows += len(rows)
+        report.tokens += pack_report.tokens
+        report.truncated_sequences += pack_report.truncated_sequences
+        report.truncated_steps += len(pack_report.truncated_steps)
+        sums = _run_batches(step, rows, sequences, options, report, start)
+        records.extend(_records(group, sequences, sums, options.variants))
+    report.total_s = time.perf_counter() - start
+    report.padded_tokens = report.batches * options.batch_size * options.seq_len
+    return records, report
+
+
+def _run_batches(step, rows, sequences, options: ScoreOptions, report: ScoreReport,
+                 start: float) -> dict[tuple[int, int], tuple[float, float, float]]:
+    """(sequence index, step) -> (tokens, nll_sum, entropy_sum), keeping one batch in flight."""
+    sums = {}
     pending = collections.deque()
 
     def collect():
@@ -123,20 +143,17 @@ def score_trajectories(trajectories: Sequence[Trajectory], tokenizer: Any, model
                 for slot, s in slots:
                     sums[(i, s)] = tuple(float(x) for x in host[b, slot])
 
-    start = time.perf_counter()
-    for n, (batch, chunk_rows) in enumerate(batches(rows, sequences, options.seq_len, options.batch_size)):
+    for batch, chunk_rows in batches(rows, sequences, options.seq_len, options.batch_size):
         pending.append((step(batch), chunk_rows))  # dispatch is async: the next batch is built meanwhile
         report.batches += 1
-        if n == 0:
+        if report.batches == 1:
             collect()
             report.first_batch_s = time.perf_counter() - start
         elif len(pending) > 1:
             collect()
     while pending:
         collect()
-    report.total_s = time.perf_counter() - start
-    report.padded_tokens = report.batches * options.batch_size * options.seq_len
-    return _records(trajectories, sequences, sums, options.variants), report
+    return sums
 
 
 def _records(trajectories, sequences, sums, variants) -> list[dict]:
@@ -170,6 +187,6 @@ def _records(trajectories, sequences, sums, variants) -> list[dict]:
                 alt = rec["nll_mean_no_obs"]
                 rec["obs_dependence"] = None if nll_mean is None or alt is None else alt - nll_mean
             rec["truncated"] = truncated
-            steps.append(rec)
+            steps.append({k: rec[k] for k in STEP_FIELDS if k in rec})
         records.append({"item_id": traj.item_id, "num_steps": traj.num_steps, "steps": steps})
     return records

@@ -56,7 +56,8 @@ def scores(hf_dir, tokenizer_dir, traj_file, tmp_path_factory):
     """Scores from the CLI on the 8-device CPU mesh, short rows so sequences pack several to a row."""
     out = tmp_path_factory.mktemp("scores") / "scores.jsonl"
     rc = main(["score", "--model", hf_dir, "--tokenizer", tokenizer_dir, "--data", traj_file, "--out", str(out),
-               "--seq-len", "256", "--chunk", "64", "--batch-size", "8", "--dtype", "float32"])
+               "--seq-len", "256", "--chunk", "64", "--batch-size", "8", "--dtype", "float32",
+               "--group-size", "2"])  # three groups, one jitted step
     assert rc == 0
     return read_scores(out)
 

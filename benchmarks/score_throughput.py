@@ -1,0 +1,156 @@
+"""Scoring-pass throughput: atlas-jax vs transformers+PyTorch on the same model shape and data, in one run.
+
+    python benchmarks/score_throughput.py                 # tiny Llama shape on CPU (float32)
+    python benchmarks/score_throughput.py --shape 1b      # Llama-3.2-1B shape, bf16, on a GPU
+
+Both sides get the same random-weight model (built with transformers, saved, loaded by atlas-jax)
+and the same synthetic sequences (random token ids, 8 "steps" per sequence). atlas-jax runs its
+scoring pass (packed rows, jitted forward, per-token NLL + entropy, per-step segment sums on
+device); PyTorch runs the usual reference: length-sorted padded batches, forward, float32
+log-softmax and per-token log-probabilities gathered on the targets. Each side gets one untimed
+warm-up batch (compilation), then the timed pass over all data. Tokens/s counts real tokens only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SHAPES = {
+    "tiny": dict(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+    # Llama 3.2 1B
+    "1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+               num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
+               rope_theta=500000.0),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--sequences", type=int, help="number of sequences (default: 64 tiny, 256 1b)")
+    p.add_argument("--seq-len", type=int, help="row length (default: 256 tiny, 2048 1b)")
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: 8 tiny, 8 1b)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: float32 on CPU, "
+                   "bfloat16 on GPU)")
+    p.add_argument("--attention", choices=("xla", "cudnn"), help="atlas-jax attention (default: cudnn on GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def synthetic_sequences(n: int, seq_len: int, vocab: int, seed: int):
+    """Random-length sequences (seq_len/4 .. seq_len) whose tokens are split into 8 alternating step spans."""
+    from atlas_jax.selection.variants import ScoreSequence
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        length = int(rng.integers(seq_len // 4, seq_len + 1))
+        ids_L = rng.integers(0, vocab, length).astype(np.int32)
+        bounds = np.linspace(0, length, 17).astype(int)
+        steps_L = np.full(length, -1, np.int32)
+        for k in range(8):  # odd sixteenths are steps, even ones context
+            steps_L[bounds[2 * k + 1]:bounds[2 * k + 2]] = k
+        steps_L[0] = -1
+        out.append(ScoreSequence(f"s{i}", "full", ids_L, steps_L))
+    return out
+
+
+def bench_jax(model, sequences, seq_len, batch_size) -> tuple[float, int]:
+    import jax
+
+    from atlas_jax.selection.packing import batches, pack
+    from atlas_jax.selection.scoring import make_score_step
+
+    rows, report = pack(sequences, seq_len, num_slots=16)
+    step = make_score_step(model, num_slots=16, chunk=min(256, seq_len))
+    all_batches = [b for b, _ in batches(rows, sequences, seq_len, batch_size)]
+    jax.block_until_ready(step(all_batches[0]))  # compile
+    start = time.perf_counter()
+    outs = [step(b) for b in all_batches]
+    jax.block_until_ready(outs)
+    return time.perf_counter() - start, report.tokens
+
+
+def bench_torch(model, sequences, batch_size, device) -> tuple[float, int]:
+    import torch
+
+    order = sorted(sequences, key=lambda s: len(s.token_ids_L))
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def run(group):
+        width = max(len(s.token_ids_L) for s in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        mask = torch.zeros(len(group), width, dtype=torch.long)
+        for r, s in enumerate(group):
+            ids[r, :len(s.token_ids_L)] = torch.from_numpy(s.token_ids_L.astype(np.int64))
+            mask[r, :len(s.token_ids_L)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        return token_logp.sum().item()  # forces the computation
+
+    run(groups[-1])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for g in groups:
+        run(g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, sum(len(s.token_ids_L) for s in sequences)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import jax
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from atlas_jax.convert.checkpoint import load_pretrained
+
+    gpu = jax.default_backend() == "gpu"
+    tiny = args.shape == "tiny"
+    dtype = args.dtype or ("bfloat16" if gpu else "float32")
+    seq_len = args.seq_len or (256 if tiny else 2048)
+    n = args.sequences or (64 if tiny else 256)
+    batch_size = args.batch_size or 8
+    attention = args.attention or ("cudnn" if gpu and dtype == "bfloat16" else "xla")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = getattr(torch, dtype)
+
+    config = AutoConfig.for_model("llama", max_position_embeddings=max(seq_len, 8192), **SHAPES[args.shape])
+    torch.manual_seed(args.seed)
+    hf = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="sdpa").eval()
+    sequences = synthetic_sequences(n, seq_len, config.vocab_size, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        model = load_pretrained(tmp, dtype=dtype, attention=attention)
+    hf = hf.to(device)
+
+    jax_s, jax_tokens = bench_jax(model, sequences, seq_len, batch_size)
+    del model
+    torch_s, torch_tokens = bench_torch(hf, sequences, batch_size, device)
+    assert jax_tokens == torch_tokens, (jax_tokens, torch_tokens)
+    jax_tps, torch_tps = jax_tokens / jax_s, torch_tokens / torch_s
+    print(f"shape {args.shape} ({sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M params), {dtype}, "
+          f"{n} sequences / {jax_tokens} tokens, rows of {seq_len}, batch {batch_size}")
+    print(f"devices: jax {jax.devices()[0].device_kind} x{jax.device_count()} ({attention} attention), "
+          f"torch {device} ({torch.__version__}, sdpa)")
+    print(f"atlas-jax scoring pass (nll + entropy + per-step sums): {jax_tps:12.0f} tokens/s  ({jax_s:.3f} s)")
+    print(f"transformers forward + per-token log-probs:             {torch_tps:12.0f} tokens/s  ({torch_s:.3f} s)")
+    print(f"ratio atlas-jax / transformers: {jax_tps / torch_tps:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
