@@ -131,3 +131,15 @@ def test_parse_answer_rejects_answers_without_a_usable_step():
         with pytest.raises(OracleAnswerError):
             parse_answer(text, num_steps=3, cap=1)
     assert parse_answer('{"critical_steps": [2, 2, 0]}', 3, 3).ranked == [2, 0]
+
+
+def test_api_key_comes_from_atlas_variable_then_openai(monkeypatch):
+    from atlas_jax.selection.oracle_client import api_key_from_env
+    monkeypatch.delenv("ATLAS_ORACLE_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert api_key_from_env() == "sk-openai"
+    monkeypatch.setenv("ATLAS_ORACLE_API_KEY", "sk-atlas")
+    assert api_key_from_env() == "sk-atlas"
+    assert "sk-atlas" not in repr(ChatClient("http://127.0.0.1:1/v1", "m"))
+    with pytest.raises(ValueError, match="http"):
+        ChatClient("127.0.0.1:8000/v1", "m")
