@@ -44,7 +44,9 @@ class ModelPolicy:
         self.max_len, self.max_new_tokens = max_len, max_new_tokens
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.batch_size, self.prompt_bucket = batch_size, prompt_bucket
-        self.pad_id = pad_id if pad_id is not None else (tokenizer.pad_token_id or self.stop_ids[0])
+        if pad_id is None:  # padding is masked out; any id works, the tokenizer's is the natural one
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.pad_id = pad_id
         self.chat_template = chat_template
         self.stats = GenerationStats()
 

@@ -81,9 +81,18 @@ def causal_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.
     raise ValueError(f"unknown attention implementation {implementation!r} (expected xla or cudnn)")
 
 
-def cached_attention(q_BxTxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array, *,
+def cached_attention(q_BxTxHxD: jax.Array, k_BxKxSxD: jax.Array, v_BxKxSxD: jax.Array, *,
                      q_positions_BxT: jax.Array, kv_positions_BxS: jax.Array, q_segments_BxT: jax.Array,
                      kv_segments_BxS: jax.Array, sliding_window: int | None) -> jax.Array:
-    """New queries against every cache slot (which already holds the new keys/values)."""
-    mask = attention_mask(q_positions_BxT, kv_positions_BxS, q_segments_BxT, kv_segments_BxS, sliding_window)
-    return xla_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask)
+    """New queries against every cache slot (which already holds the new keys/values); the XLA
+    reference's math on the cache's [B, K, S, D] layout. Returns [B, T, H, D]."""
+    mask_BxTxS = attention_mask(q_positions_BxT, kv_positions_BxS, q_segments_BxT, kv_segments_BxS, sliding_window)
+    b, t, h, d = q_BxTxHxD.shape
+    kv_heads = k_BxKxSxD.shape[1]
+    q_BxTxKxGxD = q_BxTxHxD.reshape(b, t, kv_heads, h // kv_heads, d)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q_BxTxKxGxD, k_BxKxSxD,
+                        preferred_element_type=jnp.float32) * (d ** -0.5)
+    scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxSxD.dtype)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v_BxKxSxD, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, d).astype(q_BxTxHxD.dtype)

@@ -2,7 +2,9 @@
 
 Layout (one array per kind for the whole stack, so ``lax.scan`` over layers carries it):
 
-  ``k_LxBxSxKxD``, ``v_LxBxSxKxD``  keys/values of every layer, compute dtype
+  ``k_LxBxKxSxD``, ``v_LxBxKxSxD``  keys/values of every layer, compute dtype; heads before
+                                     slots, the layout the attention einsums read without a
+                                     transpose (a [.., S, K, D] cache was re-laid-out every step)
   ``positions_BxS``                  the RoPE position of the token in each slot
   ``segments_BxS``                   1 where a slot holds a real token, 0 for padding or an empty slot
   ``index``                          int32 scalar: the next slot to write (same for every row)
@@ -22,15 +24,15 @@ import jax.numpy as jnp
 from atlas_jax.model.config import ModelConfig
 from atlas_jax.sharding import shard
 
-CACHE_AXES = ("layers", "act_batch", "act_cache_seq", "act_kv_heads", "act_head_dim")
+CACHE_AXES = ("layers", "act_batch", "act_kv_heads", "act_cache_seq", "act_head_dim")
 SLOT_AXES = ("act_batch", "act_cache_seq")
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-    k_LxBxSxKxD: jax.Array
-    v_LxBxSxKxD: jax.Array
+    k_LxBxKxSxD: jax.Array
+    v_LxBxKxSxD: jax.Array
     positions_BxS: jax.Array
     segments_BxS: jax.Array
     index: jax.Array
@@ -42,7 +44,7 @@ class KVCache:
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
         """An empty cache (call inside ``jit`` under the model's mesh to create it sharded)."""
-        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
         zeros = shard(jnp.zeros(shape, cfg.dtype), CACHE_AXES)
         slots = shard(jnp.zeros((batch, max_len), jnp.int32), SLOT_AXES)
         return cls(zeros, zeros, slots, slots, jnp.zeros((), jnp.int32))
@@ -58,17 +60,25 @@ class KVCache:
 
 @dataclasses.dataclass(frozen=True)
 class LayerCache:
-    """One layer's view of the cache, as handed to ``Attention`` (not a pytree: built per layer)."""
+    """Layer ``layer``'s view of the cache, as handed to ``Attention``. It holds the whole
+    stacked arrays: writing the new keys/values straight into them (rather than into a
+    per-layer slice that is then stacked back) lets XLA update the decode loop's buffers in
+    place instead of copying each layer's cache every step."""
 
-    k_BxSxKxD: jax.Array
-    v_BxSxKxD: jax.Array
+    k_LxBxKxSxD: jax.Array
+    v_LxBxKxSxD: jax.Array
     positions_BxS: jax.Array
     segments_BxS: jax.Array
     index: jax.Array
+    layer: int | jax.Array  # a Python int when layers are unrolled, traced under lax.scan
 
     def update(self, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Keys/values of all slots after writing the new ones at ``index``."""
-        start = (0, self.index, 0, 0)
-        k = jax.lax.dynamic_update_slice(self.k_BxSxKxD, k_BxTxKxD.astype(self.k_BxSxKxD.dtype), start)
-        v = jax.lax.dynamic_update_slice(self.v_BxSxKxD, v_BxTxKxD.astype(self.v_BxSxKxD.dtype), start)
-        return shard(k, CACHE_AXES[1:]), shard(v, CACHE_AXES[1:])
+        """The stacked caches with this layer's new keys/values written at ``index``."""
+        start = (self.layer, 0, 0, self.index, 0)
+        dtype = self.k_LxBxKxSxD.dtype
+        k = jax.lax.dynamic_update_slice(self.k_LxBxKxSxD, k_BxTxKxD.transpose(0, 2, 1, 3)[None].astype(dtype), start)
+        v = jax.lax.dynamic_update_slice(self.v_LxBxKxSxD, v_BxTxKxD.transpose(0, 2, 1, 3)[None].astype(dtype), start)
+        return shard(k, CACHE_AXES), shard(v, CACHE_AXES)
+
+    def layer_slice(self, stacked_LxBxKxSxD: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_index_in_dim(stacked_LxBxKxSxD, self.layer, axis=0, keepdims=False)

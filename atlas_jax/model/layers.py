@@ -71,8 +71,9 @@ class Attention(nnx.Module):
 
     def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
                  cache: LayerCache | None = None):
-        """Output [B, T, E]; with ``cache``, ``(output, (k_BxSxKxD, v_BxSxKxD))``: the new keys and
-        values are written at ``cache.index`` and the queries attend over all cache slots."""
+        """Output [B, T, E]; with ``cache``, ``(output, (k_LxBxKxSxD, v_LxBxKxSxD))``: the new keys
+        and values are written into the stacked cache at (``cache.layer``, ``cache.index``) and
+        the queries attend over all of this layer's slots."""
         heads = ("act_batch", "act_seq", "act_heads", "act_head_dim")
         kv_heads = ("act_batch", "act_seq", "act_kv_heads", "act_head_dim")
         q = shard(apply_rope(self.q_proj(x_BxTxE), cos_BxTxD, sin_BxTxD), heads)
@@ -83,9 +84,10 @@ class Attention(nnx.Module):
                                            sliding_window=self.cfg.sliding_window, implementation=self.cfg.attention)
             return self.o_proj(shard(out_BxTxHxD, heads))
         k_all, v_all = cache.update(k, v)
-        out_BxTxHxD = cached_attention(q, k_all, v_all, q_positions_BxT=positions_BxT,
-                                       kv_positions_BxS=cache.positions_BxS, q_segments_BxT=segment_ids_BxT,
-                                       kv_segments_BxS=cache.segments_BxS, sliding_window=self.cfg.sliding_window)
+        out_BxTxHxD = cached_attention(q, cache.layer_slice(k_all), cache.layer_slice(v_all),
+                                       q_positions_BxT=positions_BxT, kv_positions_BxS=cache.positions_BxS,
+                                       q_segments_BxT=segment_ids_BxT, kv_segments_BxS=cache.segments_BxS,
+                                       sliding_window=self.cfg.sliding_window)
         return self.o_proj(shard(out_BxTxHxD, heads)), (k_all, v_all)
 
 

@@ -87,8 +87,10 @@ class CausalLM(nnx.Module):
 
             def apply_layer(x, layer_state, kv=None):
                 layer = nnx.merge(graphdef, layer_state)
-                layer_cache = None if kv is None else LayerCache(kv[0], kv[1], cache.positions_BxS,
-                                                                 cache.segments_BxS, cache.index)
+                if kv is None:
+                    return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT)
+                k_all, v_all, i = kv
+                layer_cache = LayerCache(k_all, v_all, cache.positions_BxS, cache.segments_BxS, cache.index, i)
                 return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT, layer_cache)
 
             if cfg.remat != "none":
@@ -101,16 +103,20 @@ class CausalLM(nnx.Module):
                     for i in range(cfg.num_layers):
                         x_BxTxE = apply_layer(x_BxTxE, jax.tree.map(lambda a: a[i], stacked))
                 return self.norm(x_BxTxE)
-            kv_stack = (cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
+            # the stacked cache is threaded through the layers (a scan carry), each writing its own slice
+            k_all, v_all = cache.k_LxBxKxSxD, cache.v_LxBxKxSxD
             if cfg.scan_layers:
-                x_BxTxE, (k_all, v_all) = jax.lax.scan(lambda x, s_kv: apply_layer(x, *s_kv), x_BxTxE,
-                                                       (stacked, kv_stack))
+                def scan_body(carry, s_i):
+                    x, k, v = carry
+                    x, (k, v) = apply_layer(x, s_i[0], (k, v, s_i[1]))
+                    return (x, k, v), None
+
+                (x_BxTxE, k_all, v_all), _ = jax.lax.scan(scan_body, (x_BxTxE, k_all, v_all),
+                                                          (stacked, jnp.arange(cfg.num_layers)))
             else:
-                k_all, v_all = kv_stack
-                for i in range(cfg.num_layers):  # in-place per-layer updates (no re-stacking copy)
-                    x_BxTxE, (k, v) = apply_layer(x_BxTxE, jax.tree.map(lambda a: a[i], stacked),
-                                                  (k_all[i], v_all[i]))
-                    k_all, v_all = k_all.at[i].set(k), v_all.at[i].set(v)
+                for i in range(cfg.num_layers):
+                    x_BxTxE, (k_all, v_all) = apply_layer(x_BxTxE, jax.tree.map(lambda a: a[i], stacked),
+                                                          (k_all, v_all, i))
             cache = KVCache(k_all, v_all, cache.positions_BxS, cache.segments_BxS,
                             cache.index + input_ids_BxT.shape[1])
             return self.norm(x_BxTxE), cache

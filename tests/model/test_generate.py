@@ -66,10 +66,12 @@ def test_greedy_matches_transformers_generate(llama):
     assert padded.tokens == expected[:2]
 
 
-def test_sharded_generation_equals_single_device(llama):
-    _, model = llama
+def test_sharded_and_scanned_generation_equal_single_device(llama):
+    """Unrolled layers on one device (the path checked against transformers above) vs the
+    same weights with scanned layers on a data x fsdp x tensor mesh of 8 devices."""
+    hf_dir, model = llama
     mesh = build_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    sharded = place_model(model, mesh)
+    sharded = place_model(load_hf(hf_dir, dtype="float32", scan_layers=True), mesh)
     prompts = PROMPTS + [[9, 10, 11]]  # batch 4: divisible by data x fsdp
     single = generate(model, prompts, [], max_new_tokens=6, pad_id=PAD, prompt_bucket=8)
     multi = generate(sharded, prompts, [], max_new_tokens=6, pad_id=PAD, prompt_bucket=8)
