@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("atlas_jax.convert.import_cmd", "Hugging Face directory -> atlas-jax Orbax checkpoint"),
     "export": ("atlas_jax.convert.export_cmd", "atlas-jax checkpoint -> Hugging Face directory"),
+    "train": ("atlas_jax.train.train_cmd", "weighted-loss training from a YAML config (+ dotted.key=value overrides)"),
     "inspect": ("atlas_jax.data.inspect_cmd", "show trajectories as training sees them: tokens, steps, loss weights"),
     "experts": ("atlas_jax.envs.experts_cmd", "expert trajectories (AgentTraj-L JSONL) from an offline environment"),
     "eval": ("atlas_jax.envs.eval_cmd", "run the model as the agent in an environment -> per-episode JSONL + success rates"),
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:  # ConfigError is a ValueError  # user errors: one clear line, no traceback
         print(f"atlas-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -45,11 +45,13 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Mesh shape; one axis may be -1 to take all remaining devices."""
+    """Mesh shape; one axis may be -1 to take all remaining devices. ``num_devices`` limits the
+    mesh to the first N devices (-1: all), e.g. to compare a run with a smaller one."""
 
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    num_devices: int = -1
 
     def shape(self, num_devices: int) -> tuple[int, int, int]:
         sizes = {name: getattr(self, name) for name in MESH_AXES}
@@ -74,6 +76,10 @@ class MeshConfig:
 
 def build_mesh(config: MeshConfig = MeshConfig(), devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
+    if config.num_devices != -1:
+        if not 1 <= config.num_devices <= len(devices):
+            raise ValueError(f"mesh.num_devices={config.num_devices}: {len(devices)} devices are available")
+        devices = devices[:config.num_devices]
     shape = config.shape(len(devices))
     try:  # topology-aware placement on TPU/GPU; CPU falls back to a plain reshape
         from jax.experimental import mesh_utils

@@ -1,0 +1,71 @@
+"""Run metrics: JSONL and TensorBoard events, plus a console progress bar with ETA.
+Only the first process writes; the others get a writer that does nothing."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+
+class MetricsWriter:
+    def __init__(self, output_dir: str | Path, total_steps: int, start_step: int = 0, progress_bar: bool = True):
+        self.enabled = jax.process_index() == 0
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self._tb = self._bar = None
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", buffering=1)
+        try:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+        except ImportError:  # tensorboardX is a dependency; a broken install only loses the events
+            print("warning: tensorboardX unavailable, TensorBoard events not written", file=sys.stderr)
+        if progress_bar:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                             file=sys.stderr)
+
+    def write(self, step: int, metrics: dict, prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "time": round(time.time(), 3)}
+        record.update({(k if prefix == "train" else f"{prefix}_{k}"): _plain(v) for k, v in metrics.items()})
+        self._file.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(_plain(value), (int, float)):
+                    self._tb.add_scalar(f"{prefix}/{key}", _plain(value), step)
+        if self._bar is not None and prefix == "train":
+            self._bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "lr") if k in metrics}, refresh=False)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        self._file.close()
+
+
+def _plain(value):
+    try:
+        return value.item()
+    except AttributeError:
+        return value

@@ -1,0 +1,197 @@
+"""The training loop: model + data + optimizer over a mesh, checkpoints with exact resume,
+metrics, periodic eval, NaN/Inf stop and SIGTERM (preemption) handling."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from atlas_jax.config_loader import to_dict
+from atlas_jax.convert.checkpoint import HF_META_DIR, is_hf_dir, load_pretrained, read_json
+from atlas_jax.data.pipeline import TrainData, to_global_batch
+from atlas_jax.model import CausalLM, ModelConfig, init_model
+from atlas_jax.sharding import build_mesh
+from atlas_jax.train.checkpointing import TrainCheckpointer
+from atlas_jax.train.config import RunConfig, validate_for_devices
+from atlas_jax.train.flops import peak_flops, train_flops_per_token
+from atlas_jax.train.metrics import MetricsWriter
+from atlas_jax.train.multihost import gather_json
+from atlas_jax.train.optimizer import make_optimizer
+from atlas_jax.train.step import build_steps
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class TrainResult:
+    status: str  # "completed" | "preempted" | "already_done"
+    step: int
+    checkpoint_dir: Path
+    metrics_file: Path
+    losses: dict  # step -> training loss, on every process (metrics are global)
+
+
+def build_model(cfg: RunConfig, mesh) -> tuple[CausalLM, Path | None]:
+    """The model to train and the directory of its HF metadata (config.json...), if any."""
+    options = cfg.model.runtime_options()
+    if cfg.model.init_from is not None:
+        source = Path(cfg.model.init_from)
+        model = load_pretrained(source, mesh=mesh, **options)
+        return model, source if is_hf_dir(source) else source / HF_META_DIR
+    config_path = Path(cfg.model.config)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"model.config: {config_path} does not exist")
+    model_cfg = ModelConfig.from_hf_dict(read_json(config_path), source=str(config_path), **options)
+    return init_model(model_cfg, seed=cfg.train.seed, mesh=mesh), None
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves at the end of the current step and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(cfg: RunConfig) -> TrainResult:
+    validate_for_devices(cfg, jax.device_count(), jax.process_count())
+    mesh = build_mesh(cfg.mesh)
+    out_dir = Path(cfg.output_dir)
+    lead = jax.process_index() == 0
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+    model, hf_meta = build_model(cfg, mesh)
+    tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
+    steps = build_steps(model, tx, schedule, mesh, cfg.optim.grad_accum_steps, cfg.train.loss_chunk_tokens)
+    params, opt_state = steps.params, steps.opt_state
+    data = TrainData(cfg.data)
+    checkpointer = TrainCheckpointer(cfg.checkpoint_dir, model.cfg, keep=cfg.train.keep_checkpoints,
+                                     async_save=cfg.train.async_checkpointing, hf_dir=hf_meta,
+                                     tokenizer_dir=cfg.data.tokenizer)
+    start = checkpointer.latest_step() or 0
+    if start:
+        params, opt_state, data_states, _ = checkpointer.restore(start, params, opt_state)
+        data.set_state(data_states[jax.process_index()])
+    writer = MetricsWriter(out_dir, cfg.train.steps, start, progress_bar=cfg.train.progress_bar)
+    writer.message(f"{data.summary()}")
+    if start >= cfg.train.steps:
+        writer.message(f"checkpoint step {start} already reaches train.steps={cfg.train.steps}; nothing to do")
+        writer.close()
+        checkpointer.close()
+        return TrainResult("already_done", start, checkpointer.directory, writer.path, {})
+    if start:
+        writer.message(f"resumed from {checkpointer.directory} step {start}")
+    evaluator = _Evaluator(cfg, steps, mesh) if cfg.eval.files else None
+
+    seq_len, rows = cfg.data.seq_len, cfg.data.global_batch_size
+    flops_per_token = train_flops_per_token(model.cfg, seq_len)
+    peak = peak_flops()
+    window = {"time": time.perf_counter(), "step": start}  # throughput since the last logged step
+    losses: dict[int, float] = {}
+    pending = None  # metrics of the last dispatched step, checked one step later (no pipeline stall)
+
+    def check(step_and_metrics, log: bool):
+        step, metrics = step_and_metrics
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        losses[step] = values["loss"]
+        if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+            checkpointer.wait()
+            last = checkpointer.latest_step()
+            kept = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last
+                    else "no checkpoint was saved yet")
+            raise NonFiniteLossError(f"step {step}: loss={values['loss']} grad_norm={values['grad_norm']} is not "
+                                     f"finite; stopping ({kept})")
+        if log:
+            # the metrics were just fetched, so step `step` has finished: time per finished step
+            now, steps_done = time.perf_counter(), step - window["step"]
+            elapsed = now - window["time"]
+            tokens_per_sec = steps_done * rows * seq_len / max(elapsed, 1e-9)
+            values["tokens_per_sec"] = tokens_per_sec
+            values["step_time"] = elapsed / max(steps_done, 1)
+            if peak is not None:
+                values["mfu"] = tokens_per_sec * flops_per_token / (peak * mesh.size)
+            writer.write(step, values)
+            window.update(time=now, step=step)
+
+    status = "completed"
+    step = start
+    with _Preemption() as preemption:
+        for step in range(start, cfg.train.steps):
+            batch = to_global_batch(next(data), mesh)
+            params, opt_state, metrics = steps.train(params, opt_state, batch, jnp.asarray(step, jnp.int32))
+            done = step + 1
+            if pending is not None:
+                check(pending, log=pending[0] % cfg.train.log_every == 0)
+            pending = (done, metrics)
+            writer.advance()
+            last = done == cfg.train.steps
+            save = last or preemption.requested or (cfg.train.save_every and done % cfg.train.save_every == 0)
+            if save or (evaluator and cfg.eval.every and done % cfg.eval.every == 0):
+                check(pending, log=done % cfg.train.log_every == 0 or last)
+                pending = None
+            if evaluator and (last or (cfg.eval.every and done % cfg.eval.every == 0)):
+                writer.write(done, {"loss": evaluator.loss(params)}, prefix="eval")
+            if save:
+                checkpointer.save(done, params, opt_state, gather_json(data.get_state()),
+                                  {"step": done, "data": data.summary()})
+            if preemption.requested and not last:
+                status = "preempted"
+                writer.message(f"SIGTERM: saved step {done} to {checkpointer.directory}; "
+                               f"rerun the same command to resume")
+                break
+        step = done
+    checkpointer.close()
+    writer.close()
+    return TrainResult(status, step, checkpointer.directory, writer.path, losses)
+
+
+class _Evaluator:
+    """Loss on held-out trajectories: every assistant turn weighted (plain SFT loss), which
+    measures how well the model imitates the experts on unseen tasks."""
+
+    def __init__(self, cfg: RunConfig, steps, mesh):
+        single = jax.process_count() == 1
+        data_cfg = dataclasses.replace(cfg.data, train_files=tuple(cfg.eval.files), mask_file=None, shuffle=False,
+                                       num_epochs=1 if single else None,
+                                       encode=dataclasses.replace(cfg.data.encode, weight_mode="all",
+                                                                  unmasked="error"))
+        self.data = TrainData(data_cfg)
+        self.start_state = self.data.get_state()
+        self.steps, self.mesh, self.max_batches = steps, mesh, cfg.eval.max_batches
+
+    def loss(self, params) -> float:
+        self.data.set_state(self.start_state)
+        total = weight = 0.0
+        for _ in range(self.max_batches):
+            try:
+                batch = to_global_batch(next(self.data), self.mesh)
+            except StopIteration:
+                break
+            s, w = jax.device_get(self.steps.eval_sums(params, batch))
+            total, weight = total + float(s), weight + float(w)
+        return total / weight if weight > 0 else float("nan")
+
