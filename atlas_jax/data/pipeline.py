@@ -105,15 +105,29 @@ class _Records:
 
 
 class _LockedEncoder:
-    """Grain may call the map from several threads; the encoder's report counters need a lock."""
+    """Grain may call the map from several threads; the encoder's report counters need a lock.
 
-    def __init__(self, encoder: TrajectoryEncoder):
+    A repeating dataset whose records all encode to nothing (e.g. seq_len shorter than every
+    task prompt, so no weighted token survives truncation) would otherwise loop forever
+    without yielding a batch: after a whole epoch of nothing, it fails with the reasons.
+    """
+
+    def __init__(self, encoder: TrajectoryEncoder, records_per_epoch: int, where: str):
         self.encoder = encoder
         self.lock = threading.Lock()
+        self.records_per_epoch = records_per_epoch
+        self.where = where
+        self.empty_in_a_row = 0
 
     def __call__(self, traj):
         with self.lock:
-            return self.encoder.features(traj)
+            features = self.encoder.features(traj)
+            self.empty_in_a_row = 0 if features is not None else self.empty_in_a_row + 1
+            if self.empty_in_a_row > self.records_per_epoch:
+                raise ValueError(f"{self.where}: none of the {self.records_per_epoch} trajectories of this process "
+                                 f"produced a training sequence ({self.encoder.report.summary()}); check "
+                                 f"data.seq_len / max_length against the prompt lengths, and the mask")
+            return features
 
 
 def _to_batch_keys(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -170,8 +184,10 @@ class TrainData:
         if cfg.shuffle:
             ds = ds.shuffle(seed=cfg.seed)
         ds = ds[self.process_index::self.process_count]
+        records_here = len(ds)
         ds = ds.repeat(cfg.num_epochs)
-        ds = ds.map(self.records.get).map(_LockedEncoder(self.encoder)).filter(lambda x: x is not None)
+        encode = _LockedEncoder(self.encoder, records_here, ",".join(cfg.train_files))
+        ds = ds.map(self.records.get).map(encode).filter(lambda x: x is not None)
         it = ds.to_iter_dataset()
         length = {k: cfg.seq_len for k in PACKED_FEATURES}
         it = grain.experimental.FirstFitPackIterDataset(it, length_struct=length, num_packing_bins=cfg.num_packing_bins,
