@@ -11,7 +11,9 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch is pinned first so `.[test]` resolves to the local CPU build rather than CUDA wheels.
+# SciWorld and TextWorldExpress run on the JVM: install a JRE when the machine has none.
 $(STAMP): setup.py | $(PY)
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)

@@ -13,8 +13,8 @@ setup(
     package_data={"atlas_jax": ["assets/**/*"]},
     install_requires=[
         "jax>=0.6",
-        "flax>=0.11",
-        "optax>=0.2.4",
+        "flax>=0.12",
+        "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
         "transformers>=4.45",
         "tokenizers>=0.20",

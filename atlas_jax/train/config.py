@@ -85,10 +85,14 @@ class EvalSection:
     files: Sequence[str] = ()  # held-out trajectory files; empty disables eval
     every: int = 0  # steps between evals (0: only at the end when files are given)
     max_batches: int = 8
+    seq_len: int | None = None  # packed row length for eval (default data.seq_len): held-out
+    # tasks can have longer prompts than the training ones
 
     def __post_init__(self):
         if self.every < 0 or self.max_batches < 1:
             raise ConfigError("eval.every must be >= 0 and eval.max_batches >= 1")
+        if self.seq_len is not None and self.seq_len < 2:
+            raise ConfigError(f"eval.seq_len must be at least 2, got {self.seq_len}")
 
 
 @dataclasses.dataclass(frozen=True)

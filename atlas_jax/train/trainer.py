@@ -97,7 +97,7 @@ def train(cfg: RunConfig) -> TrainResult:
         params, opt_state, data_states, _ = checkpointer.restore(start, params, opt_state)
         data.set_state(data_states[jax.process_index()])
     writer = MetricsWriter(out_dir, cfg.train.steps, start, progress_bar=cfg.train.progress_bar)
-    writer.message(f"{data.summary()}")
+    writer.message(f"data {', '.join(cfg.data.train_files)}: {data.read_report.summary()}")
     if start >= cfg.train.steps:
         writer.message(f"checkpoint step {start} already reaches train.steps={cfg.train.steps}; nothing to do")
         writer.close()
@@ -154,7 +154,9 @@ def train(cfg: RunConfig) -> TrainResult:
                 check(pending, log=done % cfg.train.log_every == 0 or last)
                 pending = None
             if evaluator and (last or (cfg.eval.every and done % cfg.eval.every == 0)):
-                writer.write(done, {"loss": evaluator.loss(params)}, prefix="eval")
+                eval_loss = evaluator.loss(params)
+                writer.write(done, {"loss": eval_loss}, prefix="eval")
+                writer.message(f"step {done}: held-out loss {eval_loss:.4f} ({', '.join(cfg.eval.files)})")
             if save:
                 checkpointer.save(done, params, opt_state, gather_json(data.get_state()),
                                   {"step": done, "data": data.summary()})
@@ -165,6 +167,7 @@ def train(cfg: RunConfig) -> TrainResult:
                 break
         step = done
     checkpointer.close()
+    writer.message(f"{data.summary()} (this process, including read-ahead)")
     writer.close()
     return TrainResult(status, step, checkpointer.directory, writer.path, losses)
 
@@ -176,9 +179,9 @@ class _Evaluator:
     def __init__(self, cfg: RunConfig, steps, mesh):
         single = jax.process_count() == 1
         data_cfg = dataclasses.replace(cfg.data, train_files=tuple(cfg.eval.files), mask_file=None, shuffle=False,
-                                       num_epochs=1 if single else None,
+                                       num_epochs=1 if single else None, seq_len=cfg.eval.seq_len or cfg.data.seq_len,
                                        encode=dataclasses.replace(cfg.data.encode, weight_mode="all",
-                                                                  unmasked="error"))
+                                                                  unmasked="error", max_length=None))
         self.data = TrainData(data_cfg)
         self.start_state = self.data.get_state()
         self.steps, self.mesh, self.max_batches = steps, mesh, cfg.eval.max_batches
