@@ -53,6 +53,16 @@ class MeshConfig:
     tensor: int = 1
     num_devices: int = -1
 
+    @classmethod
+    def parse(cls, text: str) -> "MeshConfig":
+        """``"DATA,FSDP,TENSOR"`` as given on command lines, e.g. ``"1,-1,1"``."""
+        try:
+            data, fsdp, tensor = (int(x) for x in text.split(","))
+        except ValueError:
+            raise ValueError(f"mesh {text!r}: expected three comma-separated integers DATA,FSDP,TENSOR "
+                             f"(one may be -1)") from None
+        return cls(data=data, fsdp=fsdp, tensor=tensor)
+
     def shape(self, num_devices: int) -> tuple[int, int, int]:
         sizes = {name: getattr(self, name) for name in MESH_AXES}
         for name, size in sizes.items():

@@ -46,6 +46,15 @@ def is_hf_dir(path: str | Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
+def default_tokenizer_dir(model_dir: str | Path) -> Path:
+    """The tokenizer that travels with MODEL: ``CKPT/tokenizer`` of an atlas-jax checkpoint, or
+    the Hugging Face directory itself."""
+    for candidate in (Path(model_dir) / TOKENIZER_DIR, Path(model_dir)):
+        if (candidate / "tokenizer_config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no tokenizer in {model_dir} (or its {TOKENIZER_DIR}/ folder); pass --tokenizer")
+
+
 def read_model_config(ckpt_dir: str | Path, **options: Any) -> ModelConfig:
     path = Path(ckpt_dir) / MODEL_CONFIG_FILE
     if not path.is_file():

@@ -43,42 +43,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def model_files(model_dir: str) -> tuple[str, list[Path]]:
-    """(default tokenizer directory, config files that may hold eos ids) of a MODEL directory."""
-    from atlas_jax.convert.checkpoint import HF_META_DIR, TOKENIZER_DIR, is_checkpoint_dir
+def eos_config_files(model_dir: str) -> list[Path]:
+    """The config files of a MODEL directory that may hold eos ids."""
+    from atlas_jax.convert.checkpoint import HF_META_DIR, is_checkpoint_dir
 
     root = Path(model_dir)
     meta = root / HF_META_DIR if is_checkpoint_dir(root) else root
-    tokenizer_dir = root / TOKENIZER_DIR if is_checkpoint_dir(root) else root
-    return str(tokenizer_dir), [meta / "generation_config.json", meta / "config.json"]
+    return [meta / "generation_config.json", meta / "config.json"]
 
-
-def parse_mesh(text: str):
-    from atlas_jax.sharding import MeshConfig
-
-    try:
-        data, fsdp, tensor = (int(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--mesh {text!r}: expected three integers DATA,FSDP,TENSOR (one may be -1)") from None
-    return MeshConfig(data=data, fsdp=fsdp, tensor=tensor)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from atlas_jax.convert.checkpoint import load_pretrained
+    from atlas_jax.convert.checkpoint import default_tokenizer_dir, load_pretrained
     from atlas_jax.data.encode import load_tokenizer
     from atlas_jax.envs.evaluate import evaluate, write_summary
     from atlas_jax.envs.model_policy import ModelPolicy
     from atlas_jax.envs.registry import make_env
     from atlas_jax.model.stop_tokens import stop_token_ids
-    from atlas_jax.sharding import build_mesh
+    from atlas_jax.sharding import MeshConfig, build_mesh
 
     if args.episodes <= 0 or args.batch_size <= 0 or args.max_new_tokens <= 0:
         raise ValueError("--episodes, --batch-size and --max-new-tokens must be positive")
-    mesh = build_mesh(parse_mesh(args.mesh))
-    default_tokenizer, config_paths = model_files(args.model)
-    tokenizer = load_tokenizer(args.tokenizer or default_tokenizer)
+    mesh = build_mesh(MeshConfig.parse(args.mesh))
+    config_paths = eos_config_files(args.model)
+    tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
     model = load_pretrained(args.model, mesh=mesh, dtype=args.dtype)
     cfg = model.cfg
     stop_ids = stop_token_ids(tokenizer, config_paths, extra=[] if cfg.eos_token_id is None else

@@ -42,17 +42,21 @@ def attention_mask(q_positions_BxT: jax.Array, kv_positions_BxS: jax.Array,
     return mask
 
 
-def xla_attention(q_BxTxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
-                  mask_BxTxS: jax.Array) -> jax.Array:
-    """Reference grouped-query attention; returns [B, T, H, D] in the query dtype."""
+def xla_attention(q_BxTxHxD: jax.Array, k: jax.Array, v: jax.Array, mask_BxTxS: jax.Array,
+                  kv_layout: str = "bskd") -> jax.Array:
+    """Reference grouped-query attention; returns [B, T, H, D] in the query dtype.
+
+    ``kv_layout`` names the key/value axes: "bskd" ([B, S, K, D], self-attention) or "bksd"
+    ([B, K, S, D], the KV cache's layout, read in place without a transpose).
+    """
     b, t, h, d = q_BxTxHxD.shape
-    kv_heads = k_BxSxKxD.shape[2]
+    kv_heads = k.shape[kv_layout.index("k")]
     q_BxTxKxGxD = q_BxTxHxD.reshape(b, t, kv_heads, h // kv_heads, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxD, k_BxSxKxD,
+    scores = jnp.einsum(f"btkgd,{kv_layout}->bkgts", q_BxTxKxGxD, k,
                         preferred_element_type=jnp.float32) * (d ** -0.5)
     scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxD.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BxSxKxD, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum(f"bkgts,{kv_layout}->btkgd", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, t, h, d).astype(q_BxTxHxD.dtype)
 
 
@@ -87,12 +91,4 @@ def cached_attention(q_BxTxHxD: jax.Array, k_BxKxSxD: jax.Array, v_BxKxSxD: jax.
     """New queries against every cache slot (which already holds the new keys/values); the XLA
     reference's math on the cache's [B, K, S, D] layout. Returns [B, T, H, D]."""
     mask_BxTxS = attention_mask(q_positions_BxT, kv_positions_BxS, q_segments_BxT, kv_segments_BxS, sliding_window)
-    b, t, h, d = q_BxTxHxD.shape
-    kv_heads = k_BxKxSxD.shape[1]
-    q_BxTxKxGxD = q_BxTxHxD.reshape(b, t, kv_heads, h // kv_heads, d)
-    scores = jnp.einsum("btkgd,bksd->bkgts", q_BxTxKxGxD, k_BxKxSxD,
-                        preferred_element_type=jnp.float32) * (d ** -0.5)
-    scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxSxD.dtype)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, v_BxKxSxD, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, h, d).astype(q_BxTxHxD.dtype)
+    return xla_attention(q_BxTxHxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_layout="bksd")

@@ -30,42 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bad trajectory records: stop (default) or skip and count them")
 
 
-def _tokenizer_dir(args) -> str:
-    if args.tokenizer:
-        return args.tokenizer
-    for candidate in (os.path.join(args.model, "tokenizer"), args.model):
-        if os.path.isfile(os.path.join(candidate, "tokenizer_config.json")):
-            return candidate
-    raise FileNotFoundError(f"no tokenizer in {args.model} (or its tokenizer/ folder); pass --tokenizer")
-
-
-def parse_mesh(text: str):
-    from atlas_jax.sharding import MeshConfig
-
-    try:
-        data, fsdp, tensor = (int(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--mesh must be three comma-separated integers data,fsdp,tensor, got {text!r}") from None
-    return MeshConfig(data=data, fsdp=fsdp, tensor=tensor)
-
-
 def run(args: argparse.Namespace) -> int:
-    from atlas_jax.convert.checkpoint import load_pretrained
+    from atlas_jax.convert.checkpoint import default_tokenizer_dir, load_pretrained
     from atlas_jax.data.encode import load_tokenizer
     from atlas_jax.data.trajectory import read_trajectories
     from atlas_jax.selection.score_pass import ScoreOptions, score_trajectories
     from atlas_jax.selection.scores_io import write_scores
-    from atlas_jax.sharding import build_mesh
+    from atlas_jax.sharding import MeshConfig, build_mesh
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     variants = ("full",) + tuple(v for v in variants if v != "full")
     options = ScoreOptions(seq_len=args.seq_len, batch_size=args.batch_size, variants=variants, chunk=args.chunk,
                            group_size=args.group_size)
-    mesh = build_mesh(parse_mesh(args.mesh))
+    mesh = build_mesh(MeshConfig.parse(args.mesh))
     options.validate(mesh)  # before loading anything
     trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)
     print(f"trajectories: {read_report.summary()}")
-    tokenizer = load_tokenizer(_tokenizer_dir(args))
+    tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
     overrides = {k: v for k, v in (("dtype", args.dtype), ("attention", args.attention)) if v}
     model = load_pretrained(args.model, mesh=mesh, **overrides)
     records, report = score_trajectories(trajectories, tokenizer, model, options, mesh)
