@@ -12,13 +12,13 @@ Weight modes:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Mapping
 
 import numpy as np
 
+from atlas_jax.jsonl import iter_jsonl
 from atlas_jax.data.trajectory import Trajectory
 
 WEIGHT_MODES = ("mask", "all", "agentgym")
@@ -77,23 +77,12 @@ def parse_mask_entry(obj, where: str) -> MaskEntry:
 
 def read_mask(path: str | os.PathLike) -> dict[str, MaskEntry]:
     """Read a mask JSONL file into {item_id: MaskEntry}; bad lines and duplicate ids are errors."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"mask file not found: {path}")
     entries: dict[str, MaskEntry] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MaskError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
-            entry = parse_mask_entry(obj, where)
-            if entry.item_id in entries:
-                raise MaskError(f"{where} item_id={entry.item_id!r}: duplicate; first at {entries[entry.item_id].source}")
-            entries[entry.item_id] = entry
+    for where, obj in iter_jsonl(path, "mask file", MaskError):
+        entry = parse_mask_entry(obj, where)
+        if entry.item_id in entries:
+            raise MaskError(f"{where} item_id={entry.item_id!r}: duplicate; first at {entries[entry.item_id].source}")
+        entries[entry.item_id] = entry
     return entries
 
 

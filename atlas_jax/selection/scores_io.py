@@ -15,6 +15,8 @@ import math
 import os
 from typing import Iterable
 
+from atlas_jax.jsonl import iter_jsonl
+
 STEP_FIELDS = ("index", "tokens", "nll_sum", "nll_mean", "entropy_mean", "nll_mean_prompt_only", "ifd",
                "nll_mean_no_obs", "obs_dependence", "truncated")
 METRICS = ("nll_sum", "nll_mean", "entropy_mean", "nll_mean_prompt_only", "ifd", "nll_mean_no_obs",
@@ -57,29 +59,18 @@ def _check_step(step, k: int, at: str) -> None:
 
 def read_scores(path: str | os.PathLike) -> dict[str, dict]:
     """{item_id: record}; every line and step is validated."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"scores file not found: {path}")
     out: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScoresError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("item_id"), str):
-                raise ScoresError(f"{where}: scores record needs a string 'item_id'")
-            at = f"{where} item_id={rec['item_id']!r}"
-            steps = rec.get("steps")
-            if not isinstance(steps, list) or rec.get("num_steps") != len(steps):
-                raise ScoresError(f"{at}: 'steps' must be a list of num_steps={rec.get('num_steps')!r} entries")
-            for k, step in enumerate(steps):
-                _check_step(step, k, at)
-            if rec["item_id"] in out:
-                raise ScoresError(f"{at}: duplicate item_id")
-            rec["source"] = where
-            out[rec["item_id"]] = rec
+    for where, rec in iter_jsonl(path, "scores file", ScoresError):
+        if not isinstance(rec, dict) or not isinstance(rec.get("item_id"), str):
+            raise ScoresError(f"{where}: scores record needs a string 'item_id'")
+        at = f"{where} item_id={rec['item_id']!r}"
+        steps = rec.get("steps")
+        if not isinstance(steps, list) or rec.get("num_steps") != len(steps):
+            raise ScoresError(f"{at}: 'steps' must be a list of num_steps={rec.get('num_steps')!r} entries")
+        for k, step in enumerate(steps):
+            _check_step(step, k, at)
+        if rec["item_id"] in out:
+            raise ScoresError(f"{at}: duplicate item_id")
+        rec["source"] = where
+        out[rec["item_id"]] = rec
     return out
