@@ -55,11 +55,12 @@ TINY_CPU = str(REPO / "configs/tiny_cpu.yaml")
 
 
 def base_overrides(assets: dict, output_dir) -> list[str]:
-    """configs/tiny_cpu.yaml shrunk for tests: 6 steps of 8 x 256 tokens on the tiny model."""
+    """configs/tiny_cpu.yaml shrunk for tests: 6 steps of 8 x 256 tokens on the tiny model,
+    checkpoints at steps 2, 4, 6 with the last 2 kept."""
     return [f"output_dir={output_dir}", f"model.config={assets['model_config']}", "model.dtype=float32",
             f"data.train_files=[{assets['train']}]", f"data.tokenizer={assets['tokenizer']}", "data.mask_file=null",
             "data.seq_len=256", "data.global_batch_size=8", "data.encode.weight_mode=all", "eval.files=[]",
-            "train.steps=6", "train.log_every=1", "train.save_every=2", "train.keep_checkpoints=3",
+            "train.steps=6", "train.log_every=1", "train.save_every=2", "train.keep_checkpoints=2",
             "train.progress_bar=false", "train.async_checkpointing=false", "train.loss_chunk_tokens=512",
             "optim.learning_rate=3e-3", "optim.warmup_steps=1", "optim.final_lr_ratio=0.0", "mesh.fsdp=-1"]
 

@@ -28,9 +28,9 @@ def read_losses(metrics_file: Path) -> dict[int, list[float]]:
 
 @pytest.fixture(scope="module")
 def reference_run(train_assets, tmp_path_factory):
-    """6 steps on all 8 emulated devices (fsdp=8), never interrupted."""
+    """6 steps on all 8 emulated devices (fsdp=8), never interrupted, held-out eval every 3 steps."""
     out = tmp_path_factory.mktemp("reference")
-    result = train(run_config(train_assets, out))
+    result = train(run_config(train_assets, out, f"eval.files=[{train_assets['heldout']}]", "eval.every=3"))
     assert result.status == "completed" and result.step == 6
     return out, result
 
@@ -60,7 +60,10 @@ def test_metrics_and_checkpoints_written(reference_run):
     assert train_records[0]["lr"] == 0.0 and train_records[1]["lr"] == pytest.approx(3e-3)  # 1 warmup step
     assert list((out / "tensorboard").iterdir()), "TensorBoard events missing"
     steps = sorted(int(p.name) for p in result.checkpoint_dir.iterdir() if p.name.isdigit())
-    assert steps == [2, 4, 6]  # save_every=2, keep_checkpoints=3
+    assert steps == [4, 6]  # saved at 2, 4, 6; keep_checkpoints=2 rotated 2 out
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    assert all(0 < r["eval_loss"] < 10 for r in evals)
 
 
 def _cli(train_assets, out, *extra: str) -> subprocess.Popen:
@@ -127,7 +130,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(train_assets, tmp_path, capsys
     assert saved and max(saved) < bad_step
 
 
-def test_training_checkpoint_exports_to_transformers(reference_run, tmp_path):
+def test_training_checkpoint_exports_to_transformers(reference_run, train_assets, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -145,3 +148,12 @@ def test_training_checkpoint_exports_to_transformers(reference_run, tmp_path):
     with torch.no_grad():
         theirs = reloaded(torch.tensor(ids, dtype=torch.long)).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+    # model.init_from accepts the HF export and the checkpoint alike: both start from the same weights
+    first_losses = []
+    for source in (hf, result.checkpoint_dir):
+        run = train(run_config(train_assets, tmp_path / f"from_{source.name}", "model.config=null",
+                               f"model.init_from={source}", "train.steps=1", "train.save_every=0"))
+        first_losses.append(run.losses[1])
+    assert first_losses[0] == pytest.approx(first_losses[1], rel=1e-6)
+    assert first_losses[0] < reference_run[1].losses[1]  # trained weights, not a fresh init
