@@ -13,6 +13,10 @@ global budget of step tokens; the mask keeps the surviving steps in step order.
 - ``perplexity``: the highest base-model nll_mean (the paper's perplexity baseline).
 - ``score``: the highest weighted sum of per-trajectory z-scored metrics from the scoring pass.
 - ``oracle``: an LLM's answer (atlas_jax.selection.oracle); ranked in the order it listed them.
+
+``random``, ``noncritical``, ``perplexity`` and ``score`` choose among ``candidate_steps``: turns
+the trajectory itself marks ``"loss": false`` (AgentGym's boilerplate "OK. I'll follow your
+instructions" acknowledgement) are never selected, unless no other step exists.
 """
 from __future__ import annotations
 
@@ -55,12 +59,19 @@ def item_rng(seed: int, item_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
+def candidate_steps(traj: Trajectory) -> list[int]:
+    """Steps a selector may choose: all but the turns the data marks ``loss: false``."""
+    steps = [k for k, turn in enumerate(traj.step_turns) if turn.loss is not False]
+    return steps or list(range(traj.num_steps))
+
+
 def select_all(traj: Trajectory) -> Selection:
     return Selection(traj.item_id, traj.num_steps, list(range(traj.num_steps)))
 
 
 def select_random(traj: Trajectory, ratio: float, seed: int) -> Selection:
-    order = item_rng(seed, traj.item_id).permutation(traj.num_steps)
+    candidates = np.array(candidate_steps(traj), np.int64)
+    order = candidates[item_rng(seed, traj.item_id).permutation(len(candidates))]
     return Selection(traj.item_id, traj.num_steps, [int(i) for i in order[:step_cap(traj.num_steps, ratio)]])
 
 
@@ -68,14 +79,14 @@ def select_noncritical(traj: Trajectory, ratio: float, seed: int, reference: Mas
     if reference.num_steps != traj.num_steps:
         raise ValueError(f"{reference.source} item_id={traj.item_id!r}: reference mask says "
                          f"num_steps={reference.num_steps}, the trajectory has {traj.num_steps}")
-    rest = np.array(sorted(set(range(traj.num_steps)) - set(reference.critical)), np.int64)
+    rest = np.array(sorted(set(candidate_steps(traj)) - set(reference.critical)), np.int64)
     order = rest[item_rng(seed, traj.item_id).permutation(len(rest))]
     return Selection(traj.item_id, traj.num_steps, [int(i) for i in order[:step_cap(traj.num_steps, ratio)]])
 
 
 def select_top(traj: Trajectory, ratio: float, values: Sequence[float | None]) -> Selection:
     """Highest values first; ties by step index; steps without a value (truncated) come last."""
-    order = sorted(range(traj.num_steps), key=lambda k: (values[k] is None, -(values[k] or 0.0), k))
+    order = sorted(candidate_steps(traj), key=lambda k: (values[k] is None, -(values[k] or 0.0), k))
     return Selection(traj.item_id, traj.num_steps, order[:step_cap(traj.num_steps, ratio)])
 
 

@@ -122,3 +122,22 @@ def test_select_cli_writes_masks_training_reads(tmp_path, capsys):
     assert [len(e.critical) for e in read_mask(tmp_path / "b.jsonl").values()] == [1, 1, 1]
     assert main(["select", "--selector", "score", "--data", data, "--out", str(tmp_path / "x.jsonl")]) == 1
     assert "needs --scores" in capsys.readouterr().err
+
+
+def test_loss_false_turns_are_never_candidates():
+    """AgentGym's acknowledgement turn ("OK. I'll follow your instructions", loss false) is not a step
+    any selector may call critical, unless the trajectory has no other step."""
+    record = {"item_id": "ack", "conversations": [
+        {"from": "human", "value": "instructions", "loss": None},
+        {"from": "gpt", "value": "OK. I'll follow your instructions.", "loss": False},
+        {"from": "human", "value": "obs 0"}, {"from": "gpt", "value": "Thought: a\nAction: x", "loss": True},
+        {"from": "human", "value": "obs 1"}, {"from": "gpt", "value": "Thought: b\nAction: y", "loss": True}]}
+    t = parse_record(record, "test:1")
+    assert S.candidate_steps(t) == [1, 2]
+    for seed in range(20):
+        assert 0 not in S.select_random(t, 1.0, seed).ranked
+    assert S.select_top(t, 1.0, [9.0, 1.0, 2.0]).ranked == [2, 1]  # step 0 has the top value but is excluded
+    reference = MaskEntry("ack", 3, (2,), None, "ref:1")
+    assert S.select_noncritical(t, 1.0, 0, reference).ranked == [1]
+    only_ack = parse_record({"item_id": "only", "conversations": record["conversations"][:2]}, "test:2")
+    assert S.candidate_steps(only_ack) == [0]
