@@ -4,7 +4,9 @@ The bot is run to the end on a copy of the episode first (under a time and a mov
 its ``replan`` can loop forever on some seeds). Then, at each turn, every offered text
 action is tried on a copy of the environment and the one whose outcome lies furthest
 along the bot's plan is taken. The bot's subgoal behind those moves says *why*, which the
-Thought puts into words.
+Thought puts into words. The mistake hooks (see ``experts.Recovering``) pick an action the
+environment does not offer now, so it answers with an error and nothing changes: going
+through a closed door, moving forward into a barrier, or an object number not in view.
 """
 from __future__ import annotations
 
@@ -87,6 +89,7 @@ class BabyAIExpert:
         self.position = 0
         self.turn = 0
         self.seen_targets: set[str] = set()
+        self.intended = ""  # the action a mistake stood in for (its recovery names it)
         first = [m for m in self.motives if m[0] == "GoNextToSubgoal" and m[1] is None]
         self.target = _describe(first[0][2]) if first else None
 
@@ -99,7 +102,7 @@ class BabyAIExpert:
                 return k
         return -1
 
-    def act(self, observation: str) -> str:
+    def _best(self) -> tuple[str, int]:
         best, best_k = None, -1
         for action in self.env.offered:
             if action == "check available actions":
@@ -109,10 +112,58 @@ class BabyAIExpert:
                 best, best_k = action, k
         if best is None:
             raise NoPlan("no text action follows the bot's plan", f"at move {self.position}")
+        return best, best_k
+
+    def act(self, observation: str) -> str:
+        return format_response(*self.respond(observation))
+
+    def respond(self, observation: str) -> tuple[str, str]:
+        best, best_k = self._best()
         thought = self._thought(best, best_k)
         self.position = best_k
         self.turn += 1
-        return format_response(thought, best)
+        return thought, best
+
+    # -- mistake hooks -------------------------------------------------------------
+    _VERBS = ("toggle and go through ", "go through ", "go to ", "pick up ")
+
+    def _wrong(self, best: str) -> str | None:
+        if best.startswith("toggle and go through "):
+            return "go through " + best[len("toggle and go through "):]
+        if "move forward" not in self.env.offered:
+            return "move forward"
+        verb = next((v for v in self._VERBS if best.startswith(v)), None)
+        if verb is None or best == "go to goal":
+            return None
+        name = best[len(verb):].rsplit(" ", 1)[0]
+        in_view = sum(label.rsplit(" ", 1)[0] == name for label, *_ in View(self.env.uenv).objects)
+        return f"{verb}{name} {in_view + 1}"  # a number one past those in view
+
+    def mistake(self, observation: str) -> tuple[str, str] | None:
+        """The action the plan calls for, gone wrong; None when no plausible slip fits."""
+        best, best_k = self._best()
+        wrong = self._wrong(best)
+        if wrong is None or wrong in self.env.offered:
+            return None
+        self.intended = best
+        thought = self._thought(wrong, best_k)
+        self.turn += 1
+        return thought, wrong
+
+    def recovery(self, action: str, observation: str) -> str:
+        if not observation.startswith(("You cannot", "There is a barrier")):
+            raise NoPlan("the mistake was not rejected", action)  # the runner replays without it
+        if action == "move forward":
+            _, blocker = View(self.env.uenv).front()
+            what = "a wall" if blocker is None or blocker.type == "wall" else f"the {View.name(blocker)}"
+            return f"Moving forward failed: {what} right in front of me blocks the way."
+        target = next(action[len(v):] for v in self._VERBS if action.startswith(v))
+        if action.startswith("go through ") and self.intended.startswith("toggle and go through "):
+            return (f"Going through the {target} failed: it is not open, so I cannot walk through it. I have to "
+                    f"toggle it open first.")
+        intended = next(self.intended[len(v):] for v in self._VERBS if self.intended.startswith(v))
+        return (f"That failed: there is no {target} in view. Object numbers count only what I see right now, "
+                f"and the one I mean is {intended}.")
 
     def _visible_targets(self) -> list[str]:
         view = View(self.env.uenv)

@@ -2,7 +2,8 @@
 
     python -m atlas_jax.envs.sample            # rewrites data/sample/*, bit-for-bit the same
 
-Every part is deterministic: fixed task indices per split, experts without randomness,
+Every part is deterministic: fixed task indices per split, experts without randomness (their
+one recoverable mistake per ``experts.MISTAKE_PERIOD`` episodes is chosen by task index),
 TextCraft's command lists made hash-seed independent, JSON written in insertion order.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build(out_dir: str, stems: list[str]) -> dict:
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         manifest[stem] = {"env": env_name, "split": split, "attempted": report.attempted, "kept": report.kept,
-                          "dropped": dict(sorted(report.dropped.items())), "sha256": digest}
+                          "recovered": report.recovered, "dropped": dict(sorted(report.dropped.items())), "sha256": digest}
         print("\n".join(report.lines()), file=sys.stderr)
     return manifest
 

@@ -3,7 +3,9 @@
 The plan is computed once from the episode's recipe tree (only recipes that appear in the
 shown crafting commands are used, as the instruction demands), simulating the inventory
 so left-over crafted items are reused. Each action carries a Thought saying why: the plan
-first, then what each observation confirmed and which goal the next step serves.
+first, then what each observation confirmed and which goal the next step serves. The
+mistake hooks (see ``experts.Recovering``) craft the next item before its ingredients are
+all held, or ``get`` an item that has to be crafted; both fail without changing the game.
 """
 from __future__ import annotations
 
@@ -107,8 +109,14 @@ def _plan_thought(goal: str, steps: list[dict]) -> str:
     return text
 
 
+def _worked(observation: str) -> str:
+    """What the last observation confirmed ("" after a failure, which a recovery explains)."""
+    ok = observation.startswith(("Got ", "Crafted "))
+    return f'The last step worked ("{observation.strip()}"). ' if ok else ""
+
+
 def _step_thought(step: dict, previous_observation: str, is_last: bool) -> str:
-    seen = f'The last step worked ("{previous_observation.strip()}").'
+    seen = _worked(previous_observation).rstrip()
     if step["kind"] == "get":
         return (f"{seen} Next I need {step['count']} {_name(step['item'])} for {step['purpose']}; it is a base "
                 f"material, so I get it directly.")
@@ -127,17 +135,54 @@ class TextCraftExpert:
     """The expert as a policy: ``act(observation) -> response`` for the episode ``env`` was reset to."""
 
     def __init__(self, env: TextCraftEnv):
+        self.env = env
         self.goal = _name(env.goal)
         self.steps = plan(env)
         self.position = 0
 
     def act(self, observation: str) -> str:
+        return format_response(*self.respond(observation))
+
+    def respond(self, observation: str) -> tuple[str, str]:
         if self.position >= len(self.steps):
             raise Unsolvable("the plan ran out before the goal was crafted")
         step = self.steps[self.position]
         if self.position == 0:
             thought = _plan_thought(self.goal, self.steps) + f" I start by getting {_name(step['item'])}."
         else:
-            thought = _step_thought(step, observation, self.position == len(self.steps) - 1)
+            thought = _step_thought(step, observation, self.position == len(self.steps) - 1).strip()
         self.position += 1
-        return format_response(thought, step["action"])
+        return thought, step["action"]
+
+    # -- mistake hooks -------------------------------------------------------------
+    def _missing(self, step: dict) -> list[str]:
+        held = self.env.game.inventory
+        return [f"{c - held.get(i, 0)} {_name(i)}" for i, c, _ in step["inputs"] if held.get(i, 0) < c]
+
+    def mistake(self, observation: str) -> tuple[str, str] | None:
+        """After the plan turn: craft the next crafted item too early (while a `get` is due), or
+        `get` the item the next step crafts (not a base material, so it cannot be fetched)."""
+        if self.position == 0 or self.position >= len(self.steps):
+            return None
+        step = self.steps[self.position]
+        seen = _worked(observation)
+        if step["kind"] == "craft":
+            return (f"{seen}Next I need {step['count']} {_name(step['item'])} for {step['purpose']}; "
+                    f"I try to get it directly.", f"get {step['count']} {_name(step['item'])}")
+        craft = next((s for s in self.steps[self.position:] if s["kind"] == "craft"), None)
+        if craft is None or not self._missing(craft):
+            return None
+        return (f"{seen}Maybe what I hold is already enough to craft {_name(craft['item'])}, so I try it now.",
+                craft["action"])
+
+    def recovery(self, action: str, observation: str) -> str:
+        if not observation.startswith("Could not"):
+            raise ExpertFailed("the mistake was not rejected", action)  # the runner replays without it
+        if action.startswith("get "):
+            item = action.split(" ", 2)[2]
+            return (f'Getting {item} failed ("{observation.strip()}"): it is not a base material, so it cannot be '
+                    f"fetched and has to be crafted instead.")
+        craft = next(s for s in self.steps[self.position:] if s["action"] == action)
+        missing = self._missing(craft)
+        return (f'The craft failed ("{observation.strip()}") because I still lack {", ".join(missing)}. '
+                f"I go back to my plan and obtain {'it' if len(missing) == 1 else 'them'} first.")

@@ -42,7 +42,7 @@ def expert_scripts():
     env = make_env("textcraft")
     scripts = {}
     for task in SOLVED:
-        record = run_expert_episode(env, task)
+        record = run_expert_episode(env, task, mistakes=False)  # the plain 3-step solutions
         scripts[task] = [t["value"] for t in record["conversations"][3:] if t["from"] == "gpt"]
     return scripts
 
