@@ -5,7 +5,7 @@ reproduce (score below 100 at the end) are dropped by the expert runner.
 """
 from __future__ import annotations
 
-from atlas_jax.envs.base import ExpertFailed, format_response
+from atlas_jax.envs.gold_path import GoldPathExpert
 from atlas_jax.envs.sciworld import SciWorldEnv
 
 
@@ -43,28 +43,18 @@ def _why(action: str) -> str:
     return f"Next, I {action}."
 
 
-class SciWorldExpert:
-    """``act(observation) -> response`` following the gold path of the current task."""
+class SciWorldExpert(GoldPathExpert):
+    """Follows the gold path of the current task."""
 
     def __init__(self, env: SciWorldEnv):
-        self.env = env
-        self.actions = env.gold_actions()
-        if len(self.actions) > env.max_steps:
-            raise ExpertFailed("gold path longer than the step limit", f"{len(self.actions)} > {env.max_steps}")
-        self.position = 0
+        super().__init__(env, env.gold_actions())
 
-    def act(self, observation: str) -> str:
-        if self.position >= len(self.actions):
-            raise ExpertFailed("gold path did not finish the task")
-        action = self.actions[self.position]
+    def thought(self, action: str, observation: str) -> str:
         why = _why(action)
         if self.position == 0:
             task = _task_sentence(self.env.first_observation)
-            thought = (f"{task[0].upper()}{task[1:].replace('Your task', 'My task')}. I will work through it step by "
-                       f"step: find what is needed, then act on it. {why}")
-        elif "No known action matches" in observation:
-            thought = f"That command was not understood, so I try again differently. {why}"
-        else:
-            thought = why
-        self.position += 1
-        return format_response(thought, action)
+            return (f"{task[0].upper()}{task[1:].replace('Your task', 'My task')}. I will work through it step by "
+                    f"step: find what is needed, then act on it. {why}")
+        if "No known action matches" in observation:
+            return f"That command was not understood, so I try again differently. {why}"
+        return why

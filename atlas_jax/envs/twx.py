@@ -5,7 +5,8 @@ game's test fold, seed ``k`` (eval); ``k >= 100`` is its train fold, seed ``k - 
 """
 from __future__ import annotations
 
-from atlas_jax.envs.base import ExpertFailed, StepResult, TextEnv, format_response
+from atlas_jax.envs.base import StepResult, TextEnv
+from atlas_jax.envs.gold_path import GoldPathExpert
 
 GAMES = ("coin", "mapreader", "sorting", "simonsays", "peckingorder", "arithmetic", "cookingworld", "twc")
 EVAL_SEEDS = 100
@@ -65,28 +66,18 @@ class TextWorldExpressEnv(TextEnv):
         return StepResult(observation.strip(), float(infos["score"]), done, success, {"score": infos["score"]})
 
 
-class TextWorldExpressExpert:
+class TextWorldExpressExpert(GoldPathExpert):
     """Plays the game's gold path (skipping its opening 'look around', which reset already shows)."""
 
     def __init__(self, env: TextWorldExpressEnv):
-        self.env = env
-        self.actions = env.gold[1:] if env.gold[:1] == ["look around"] else list(env.gold)
-        if len(self.actions) > env.max_steps:
-            raise ExpertFailed("gold path longer than the step limit", f"{len(self.actions)} > {env.max_steps}")
-        self.position = 0
+        super().__init__(env, env.gold[1:] if env.gold[:1] == ["look around"] else env.gold)
 
-    def act(self, observation: str) -> str:
-        if self.position >= len(self.actions):
-            raise ExpertFailed("gold path did not finish the task")
-        action = self.actions[self.position]
+    def thought(self, action: str, observation: str) -> str:
         if self.position == 0:
             task = self.env.first_observation.splitlines()[0]
-            thought = f"The task: {task} I start exploring towards what it needs, so I {action}."
-        elif action.startswith(("move ", "open door")):
-            thought = f"What I need is not here yet, so I {action} to keep searching."
-        elif action.startswith("take "):
-            thought = f"Here is something the task needs, so I {action}."
-        else:
-            thought = f"Given what I just observed, the next step towards the task is to {action}."
-        self.position += 1
-        return format_response(thought, action)
+            return f"The task: {task} I start exploring towards what it needs, so I {action}."
+        if action.startswith(("move ", "open door")):
+            return f"What I need is not here yet, so I {action} to keep searching."
+        if action.startswith("take "):
+            return f"Here is something the task needs, so I {action}."
+        return f"Given what I just observed, the next step towards the task is to {action}."
