@@ -50,11 +50,13 @@ record = json.loads(open("data/sample/babyai_train.jsonl").readline())
 role = {"human": "user", "gpt": "assistant", "system": "system"}
 messages = [{"role": role[t["from"]], "content": t["value"]} for t in record["conversations"][:3]]
 ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+torch.manual_seed(0)  # sampled: a 0.85M model after 32 CPU steps mostly repeats itself under greedy decoding
 with torch.no_grad():
-    out = model.generate(**ids, max_new_tokens=48, do_sample=False, eos_token_id=tok.eos_token_id)
+    out = model.generate(**ids, max_new_tokens=48, do_sample=True, top_p=0.9, temperature=0.7,
+                         repetition_penalty=1.3, eos_token_id=tok.eos_token_id)
 print(f"transformers reloaded {path}: {sum(p.numel() for p in model.parameters()):,} parameters")
 print("prompt (last turn):", messages[-1]["content"][:200].replace("\n", " "))
-print("generated:", repr(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)))
+print("generated (sampled, top_p 0.9, T 0.7):", repr(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)))
 PY
 
 say "artefacts"
@@ -62,7 +64,7 @@ cat <<TXT
   tokenizer         $out/tokenizer
   base model        $out/base/checkpoints   (metrics: $out/base/metrics.jsonl)
   step scores       $out/scores.jsonl
-  critical mask     $out/mask.jsonl          (check it: atlas-jax inspect --data data/sample/babyai_train.jsonl --tokenizer $out/tokenizer --mask $out/mask.jsonl --limit 1)
+  critical mask     $out/mask.jsonl          (check it: atlas-jax inspect --data data/sample/babyai_train.jsonl data/sample/textcraft_train.jsonl --tokenizer $out/tokenizer --mask $out/mask.jsonl --limit 1)
   ATLaS checkpoint  $out/atlas/checkpoints  (metrics: $out/atlas/metrics.jsonl, TensorBoard: $out/atlas/tensorboard)
   Hugging Face      $out/hf
 TXT
