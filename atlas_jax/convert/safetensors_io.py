@@ -100,12 +100,6 @@ class SafetensorsReader:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._entry(name)[1]["shape"])
-
     def get(self, name: str) -> np.ndarray:
         path, entry, data_start = self._entry(name)
         begin, _ = entry["data_offsets"]

@@ -84,10 +84,6 @@ class ModelConfig:
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
 
-    @property
-    def family(self) -> str:
-        return self.model_type
-
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 

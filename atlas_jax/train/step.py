@@ -18,11 +18,8 @@ from atlas_jax.train.loss import weighted_ce_sums
 
 @dataclasses.dataclass
 class Steps:
-    graphdef: Any
-    param_shardings: Any
-    opt_shardings: Any
     batch_shardings: dict
-    params: Any  # the model's parameters (nnx.State), laid out by param_shardings
+    params: Any  # the model's parameters (nnx.State), laid out by their logical-axis shardings
     opt_state: Any  # freshly initialised optimizer state (a resume overwrites it)
     train: Callable  # (params, opt_state, batch, step) -> (params, opt_state, metrics)
     eval_sums: Callable  # (params, batch) -> (Σ w·CE, Σ w)
@@ -85,4 +82,4 @@ def build_steps(model: CausalLM, tx: optax.GradientTransformation, schedule: opt
     train_jit = jax.jit(train, in_shardings=(param_sh, opt_sh, batch_sh, replicated),
                         out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
     eval_jit = jax.jit(eval_sums, in_shardings=(param_sh, batch_sh), out_shardings=replicated)
-    return Steps(graphdef, param_sh, opt_sh, batch_sh, params, opt_state, train_jit, eval_jit)
+    return Steps(batch_sh, params, opt_state, train_jit, eval_jit)
