@@ -123,17 +123,31 @@ class TextEnv:
         self.success = False
         return self.first_observation
 
-    def step(self, response: str) -> StepResult:
-        if self.done:
-            raise RuntimeError(f"{self.name}_{self.task_index}: step() after the episode ended; call reset()")
+    def parse_response(self, response: str) -> tuple[str | None, StepResult | None]:
+        """Client side (AgentGym's env client): the action to send to the server, or the
+        observation the client answers itself without calling the server. Environments whose
+        AgentGym client parses differently (sanitising, refusing two ``Action:`` lines)
+        override this."""
         action = parse_action(response)
         if action is None:
-            result = StepResult("Invalid response: no action found. Answer in the format "
-                                "'Thought:\\n...\\n\\nAction:\\n...'.", 0.0, False, False,
-                                {"invalid": True, "action": None})
-        else:
-            result = self._act(action)
-            result.info.setdefault("action", action)
+            return None, StepResult("Invalid response: no action found. Answer in the format "
+                                    "'Thought:\\n...\\n\\nAction:\\n...'.", 0.0, False, False,
+                                    {"invalid": True, "action": None})
+        return action, None
+
+    def step_action(self, action: str) -> StepResult:
+        """Server side (AgentGym's env server ``/step``): apply one action string as is."""
+        result = self._act(action)
+        result.info.setdefault("action", action)
+        return result
+
+    def step(self, response: str) -> StepResult:
+        """One agent turn: the client parses ``response``; the server steps on its action;
+        the turn is recorded and the step limit applied (AgentGym's evaluator's max rounds)."""
+        if self.done:
+            raise RuntimeError(f"{self.name}_{self.task_index}: step() after the episode ended; call reset()")
+        action, refused = self.parse_response(response)
+        result = refused if refused is not None else self.step_action(action)
         self.turns.append((response, result.observation))
         if result.success:
             self.success = True
