@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from atlas_jax.convert import hf_params
-from atlas_jax.convert.atomic_dir import atomic_dir
+from atlas_jax.convert.atomic_dir import atomic_dir, check_not_input
 from atlas_jax.convert.checkpoint import (HF_META_DIR, TOKENIZER_DIR, TOKENIZER_FILES, copy_files, read_json,
                                           restore_model)
 from atlas_jax.convert.safetensors_io import write_sharded
@@ -43,7 +43,8 @@ def generation_config_for(model: CausalLM, source_dir: Path | None) -> dict:
 
 def export_model(model: CausalLM, out_dir: str | Path, *, tokenizer_dir: str | Path | None = None,
                  source_dir: str | Path | None = None, dtype: str | None = None,
-                 max_shard_bytes: int = 5 * 2**30, overwrite: bool = False) -> Path:
+                 max_shard_bytes: int = 5 * 2**30, overwrite: bool = False,
+                 inputs: tuple = ()) -> Path:
     """Write ``model`` to ``out_dir`` in Hugging Face format.
 
     ``source_dir``: where the original config.json / generation_config.json live (kept verbatim
@@ -56,11 +57,14 @@ def export_model(model: CausalLM, out_dir: str | Path, *, tokenizer_dir: str | P
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"export dtype {dtype!r} is not supported (choose {', '.join(EXPORT_DTYPES)})")
     np_dtype = EXPORT_DTYPES[dtype]
+    config["torch_dtype"] = dtype  # the source's value would misstate the tensors written
+    if "dtype" in config:  # transformers >= 4.56 writes and reads this name
+        config["dtype"] = dtype
     flat = [(path, variable) for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     tensors = ((name, array.astype(np_dtype))
                for name, array in hf_params.hf_tensors(
                    [(path, _host(variable[...])) for path, variable in flat], model.cfg))
-    with atomic_dir(out_dir, overwrite=overwrite) as temp:
+    with atomic_dir(out_dir, overwrite=overwrite, inputs=(tokenizer_dir, source_dir, *inputs)) as temp:
         write_sharded(temp, tensors, max_shard_bytes=max_shard_bytes)
         (temp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (temp / "generation_config.json").write_text(
@@ -76,10 +80,12 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, *, tokenizer_di
     """Export the latest (or given) step of an atlas-jax checkpoint; the tokenizer defaults to
     the one stored in the checkpoint."""
     ckpt_dir = Path(ckpt_dir)
+    check_not_input(out_dir, [ckpt_dir, tokenizer_dir])  # before the (slow) restore
     model = restore_model(ckpt_dir, step=step, dtype="float32")
     if tokenizer_dir is None and (ckpt_dir / TOKENIZER_DIR).is_dir():
         tokenizer_dir = ckpt_dir / TOKENIZER_DIR
-    return export_model(model, out_dir, tokenizer_dir=tokenizer_dir, source_dir=ckpt_dir / HF_META_DIR, **kwargs)
+    return export_model(model, out_dir, tokenizer_dir=tokenizer_dir, source_dir=ckpt_dir / HF_META_DIR,
+                        inputs=(ckpt_dir,), **kwargs)
 
 
 def _host(array: jax.Array) -> np.ndarray:

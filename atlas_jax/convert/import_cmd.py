@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from atlas_jax.convert.atomic_dir import atomic_dir
+from atlas_jax.convert.atomic_dir import atomic_dir, check_not_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.convert.checkpoint import load_hf, save_params, write_model_metadata
 
     start = time.time()
+    check_not_input(args.out, [args.hf, args.tokenizer])  # before the (slow) load
     model = load_hf(args.hf, dtype="float32")
-    with atomic_dir(args.out, overwrite=args.overwrite) as temp:
+    with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.hf, args.tokenizer]) as temp:
         write_model_metadata(temp, model.cfg, hf_dir=args.hf, tokenizer_dir=args.tokenizer or args.hf)
         save_params(temp, model, step=0)
     n = sum(v.size for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))

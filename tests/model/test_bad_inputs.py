@@ -107,3 +107,35 @@ def test_export_refuses_to_overwrite_and_missing_checkpoint(hf_dirs, tmp_path, c
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_overwrite_never_destroys_an_input(hf_dirs, tmp_path, capsys):
+    """`export --checkpoint RUN/checkpoints --out RUN --overwrite` used to delete the whole run."""
+    hf = tmp_path / "hf"
+    shutil.copytree(hf_dirs["llama"], hf)
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints"
+    assert main(["import", "--hf", str(hf), "--out", str(ckpt)]) == 0
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for out, relation in [(run, "contains"), (ckpt, "is"), (ckpt / "hf_export", "lies inside")]:
+        assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert f"the output {relation} the input" in err and str(out) in err
+    for out in (hf, hf / "sub", tmp_path):
+        assert main(["import", "--hf", str(hf), "--out", str(out), "--overwrite"]) == 1
+        assert "the input" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before, "an input was touched"
+
+
+def test_export_dtype_is_what_config_says(hf_dirs, tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "bf16"
+    assert main(["import", "--hf", str(hf_dirs["llama"]), "--out", str(ckpt)]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--dtype", "bfloat16"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["torch_dtype"] == "bfloat16" and config.get("dtype", "bfloat16") == "bfloat16"
+    assert AutoConfig.from_pretrained(out).dtype == torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+    assert next(model.parameters()).dtype == torch.bfloat16
