@@ -103,8 +103,8 @@ def restore_model(ckpt_dir: str | Path, step: int | None = None, mesh: Mesh | No
     """The model saved in an atlas-jax checkpoint; ``options`` override run-time config fields."""
     cfg = read_model_config(ckpt_dir, **options)
     with params_manager(ckpt_dir) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise FileNotFoundError(f"{ckpt_dir}: checkpoint has {MODEL_CONFIG_FILE} but no saved step")
         graphdef, abstract = nnx.split(abstract_model(cfg, mesh))
         if mesh is None:
@@ -115,10 +115,35 @@ def restore_model(ckpt_dir: str | Path, step: int | None = None, mesh: Mesh | No
             shardings = state_shardings(abstract, mesh)
         target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                               nnx.to_pure_dict(abstract), nnx.to_pure_dict(shardings))
-        restored = manager.restore(step, args=ocp.args.Composite(
-            **{PARAMS_ITEM: ocp.args.StandardRestore(target)}))[PARAMS_ITEM]
+        restored = _restore_newest_good(manager, steps, target, ckpt_dir)
     nnx.replace_by_pure_dict(abstract, restored)
     return nnx.merge(graphdef, abstract)
+
+
+def _restore_newest_good(manager: ocp.CheckpointManager, steps: list[int], target: Any, ckpt_dir) -> Any:
+    """The params of the first step in ``steps`` that restores; a damaged step (an interrupted
+    copy, a deleted file) is reported and the next older one tried, so one bad save never
+    makes the earlier good ones unreachable."""
+    import sys
+
+    failures = []
+    for step in steps:
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                **{PARAMS_ITEM: ocp.args.StandardRestore(target)}))[PARAMS_ITEM]
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001  (Orbax/TensorStore raise many kinds)
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            failures.append(f"step {step}: {reason}")
+            if len(steps) > 1:
+                print(f"warning: {ckpt_dir}: step {step} cannot be restored ({reason}); trying an older step",
+                      file=sys.stderr)
+            continue
+        if failures:
+            print(f"warning: {ckpt_dir}: restored step {step} instead of the damaged newer step(s)", file=sys.stderr)
+        return restored
+    raise ValueError(f"{ckpt_dir}: no restorable checkpoint step ({'; '.join(failures)})")
 
 
 def load_hf(hf_dir: str | Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:

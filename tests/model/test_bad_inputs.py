@@ -139,3 +139,22 @@ def test_export_dtype_is_what_config_says(hf_dirs, tmp_path):
     assert AutoConfig.from_pretrained(out).dtype == torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_damaged_newest_checkpoint_falls_back(hf_dirs, tmp_path, capsys):
+    """A damaged newest step is named (path and step) and the newest complete step is used."""
+    from atlas_jax.convert.checkpoint import load_hf, save_params
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    assert main(["import", "--hf", str(hf_dirs["llama"]), "--out", str(ckpt)]) == 0
+    other = load_hf(hf_dirs["llama"], dtype="float32")
+    save_params(ckpt, other, step=5)
+    for f in (ckpt / "5" / "params").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "manifest" not in f.name:
+            f.write_bytes(b"\0" * 7)  # a torn write
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "step 5 cannot be restored" in err and str(ckpt) in err and "restored step 0" in err
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--step", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "no restorable checkpoint step" in err and "step 5" in err
