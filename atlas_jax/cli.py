@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:  # ConfigError is a ValueError  # user errors: one clear line, no traceback
+    # user errors (ConfigError is a ValueError; OSError covers missing, read-only and full paths): one line, no traceback
+    except (OSError, ValueError, KeyError) as e:
         print(f"atlas-jax {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -9,19 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-
-def check_not_input(target: str | Path, inputs: Iterable[str | Path | None]) -> None:
-    """Refuse an output that is, contains or lies inside an input: replacing it would destroy
-    the input (``export --checkpoint RUN/checkpoints --out RUN --overwrite``)."""
-    out = Path(os.path.realpath(target))
-    for source in inputs:
-        if source is None:
-            continue
-        src = Path(os.path.realpath(source))
-        if out == src or out in src.parents or src in out.parents:
-            relation = "is" if out == src else ("contains" if out in src.parents else "lies inside")
-            raise FileExistsError(f"{target}: the output {relation} the input {source}; "
-                                  "choose an output outside every input")
+from atlas_jax.outputs import check_not_input
 
 
 @contextlib.contextmanager

@@ -17,8 +17,11 @@ def _fmt(x) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atlas_jax.outputs import atomic_write, prepare_output
     from atlas_jax.selection.compare import compare_files
 
+    if args.json:
+        prepare_output(args.json, inputs=[args.a, args.b])
     result = compare_files(args.a, args.b)
     o = result.overall
     print(f"compared {o['trajectories']} trajectories; {len(result.only_in_a)} only in A, "
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {r['item_id']}: A={r['a']} B={r['b']} P={_fmt(r['precision'])} R={_fmt(r['recall'])} "
                   f"J={_fmt(r['jaccard'])}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        with atomic_write(args.json) as f:
             json.dump(result.to_json(), f, indent=1)
         print(f"wrote {args.json}")
     return 0
