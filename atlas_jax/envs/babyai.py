@@ -28,6 +28,8 @@ import re
 import gymnasium
 import minigrid  # noqa: F401  (registers the BabyAI levels)
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from minigrid.envs.babyai.core.levelgen import LevelGen
 
 from atlas_jax.envs.babyai_view import Reading, read
 from atlas_jax.envs.base import StepResult, TextEnv
@@ -68,6 +70,34 @@ _CLIENT_ACTION_RE = re.compile(r"Action:\s*(.*?)(?=\n|$)", re.DOTALL)
 _CLIENT_DROP_RE = re.compile(r"[^A-Za-z0-9, ]+")
 
 
+class StaleLockedRoom:
+    """minigrid < 2.5 kept ``LevelGen.locked_room`` from one generated mission to the next
+    (minigrid 3 clears it); with ``implicit_unlock=False`` (the Synth levels) the stale room
+    still filters which objects a mission may name. This mixin restores that: it ignores
+    the clearing, so our levels generate AgentGym's missions."""
+
+    @property
+    def locked_room(self):
+        return self.__dict__.get("_stale_locked_room")
+
+    @locked_room.setter
+    def locked_room(self, room):
+        if room is not None:
+            self.__dict__["_stale_locked_room"] = room
+
+
+def make_level(level: str):
+    """A fresh, unwrapped instance of AgentGym's level (with minigrid < 2.5's behaviour)."""
+    spec = gymnasium.spec(f"BabyAI-{MINIGRID_IDS.get(level, level)}")
+    cls = load_env_creator(spec.entry_point)
+    if issubclass(cls, LevelGen):
+        cls = _STALE.setdefault(cls, type(cls.__name__, (StaleLockedRoom, cls), {}))
+    return cls(**spec.kwargs)
+
+
+_STALE: dict[type, type] = {}
+
+
 def state_key(uenv) -> tuple:
     """Everything that decides the future of an episode: pose, carried object, the grid."""
     carrying = (uenv.carrying.type, uenv.carrying.color) if uenv.carrying is not None else None
@@ -105,7 +135,6 @@ class BabyAIEnv(TextEnv):
 
     def __init__(self, max_steps: int | None = None):
         super().__init__(max_steps)
-        self._games: dict[str, gymnasium.Env] = {}
         self.uenv = None
         self.reading: Reading | None = None
         self.image = None  # the last observation image minigrid returned (AgentGym's obs_2d)
@@ -132,10 +161,11 @@ class BabyAIEnv(TextEnv):
 
     def _reset(self, task_index: int) -> str:
         level, seed = self.level_and_seed(task_index)
-        if level not in self._games:
-            self._games[level] = gymnasium.make(f"BabyAI-{MINIGRID_IDS.get(level, level)}").unwrapped
-        self.uenv = self._games[level]
+        # AgentGym builds a fresh level and resets it twice with the seed (once in its env's
+        # constructor, once on /reset); the second mission can differ (StaleLockedRoom).
+        self.uenv = make_level(level)
         with contextlib.redirect_stdout(io.StringIO()):  # level generation prints "Sampling rejected"
+            self.uenv.reset(seed=seed)
             obs, _ = self.uenv.reset(seed=seed)
         self.goal = self.uenv.mission.replace("then", "and").replace("after you", "and")
         self.image = obs["image"]
