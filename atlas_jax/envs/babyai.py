@@ -142,6 +142,7 @@ class BabyAIEnv(TextEnv):
         self.server_reward = 0.0  # AgentGym's env.reward: the last primitive's reward, kept across rejected actions
         self.score = 0.0  # AgentGym's server "score": the running sum of server_reward over server steps
         self.server_done = False
+        self.state = ""  # AgentGym's states[-1]: the last observation text without the action list
 
     @property
     def offered(self) -> dict[str, list[int]]:
@@ -171,7 +172,13 @@ class BabyAIEnv(TextEnv):
         self.image = obs["image"]
         self.reading = read(self.uenv, self.image)
         self.server_reward, self.score, self.server_done = 0.0, 0.0, False
-        return f"Your goal: {self.goal}\n{self.reading.description}{self._available()}"
+        self.state = self.reading.description
+        return self.observe()
+
+    def observe(self) -> str:
+        """What AgentGym's server answers on GET /observation: the goal, the last state text
+        (an error message after a rejected action) and the actions available now."""
+        return f"Your goal: {self.goal}\n{self.state}{self._available()}"
 
     def parse_response(self, response: str) -> tuple[str | None, StepResult | None]:
         action = client_action(response)
@@ -191,6 +198,7 @@ class BabyAIEnv(TextEnv):
             text = NO_CHANGE
         else:
             text = self._play(actions[action])
+        self.state = text
         self.score += self.server_reward
         info = {"reward": self.server_reward, "score": self.score, "invalid": invalid}
         return StepResult(text + self._available(), self.score, self.server_done, self.server_done, info)
