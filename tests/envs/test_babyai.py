@@ -44,6 +44,8 @@ def test_replays_agentgym_transcript_exactly(episode, unlimited):
         assert (result.observation, result.reward, result.done) == (step["observation"], step["reward"],
                                                                     step["done"]), f"step {i}: {step['response']!r}"
         assert result.success == result.done
+        if "get_observation" in step:  # the server's GET /observation after the step
+            assert env.observe() == step["get_observation"], f"step {i}: observation route"
 
 
 def test_description_matches_the_grid(babyai_env):
