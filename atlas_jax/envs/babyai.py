@@ -1,28 +1,41 @@
-"""BabyAI (minigrid) behind the text protocol: the view in words, high-level text actions.
+"""BabyAI (minigrid) behind AgentGym's text protocol, exactly as AgentGym serves it.
 
-Task index ``i`` is level ``LEVELS[i % 40]`` (AgentGym's 40 levels, in its order) with
-seed ``i // 40``, as AgentGym's BabyAI server maps ``data_idx``. Split: seeds 0-9 (indices
-0-399) are eval, seeds 10 and up are train.
+For the same ``data_idx`` and action strings this returns the observation, reward and done
+flag of AgentGym's BabyAI server (agentenv-babyai, commit 3ef9235) as seen through its
+client, checked black-box against that server (tests/envs/fixtures/babyai_agentgym.json).
 
-Each observation lists what the agent sees, numbered per name from near to far ("red
-ball 1", "grey closed door 2"; numbers are relative to the current view), the distance
-to the wall ahead, what it carries, then the actions available now. High-level actions
-expand into primitive moves found by breadth-first search over the visible cells.
+- Task index ``i`` is level ``LEVELS[i % 40]`` with seed ``i // 40``. AgentGym pins
+  minigrid < 2.5, whose ``BabyAI-GoToObjS6-v0`` is a room of size 4 (minigrid 3 fixed
+  the registry as ``-v1`` with size 6); we serve what AgentGym serves (``GoToObjS4-v0``).
+- A text action expands into primitive moves (babyai_view); they are played until one
+  leaves the agent's view image unchanged, and the episode is *not* stopped when minigrid
+  reports the level done: "toggle and go through" toggles, then steps into the doorway, and
+  that step can undo an "open the door" success.
+- Reward: minigrid's own, 1 - 0.9 * primitive steps / the level's step limit; the episode
+  is done only when that reward exceeds 0.5 (a later success is reported "completed" in
+  the text but not done). The client reports the server's running ``score`` (the sum of the
+  rewards of all server steps) as the step's reward; that is ``StepResult.reward``.
+- Client side (AgentGym's ``BabyAIEnvClient.step``): the text after the one ``Action:``
+  line, stripped of everything but letters, digits, commas and spaces; two ``Action:``
+  lines are refused without calling the server.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import io
+import re
 
 import gymnasium
 import minigrid  # noqa: F401  (registers the BabyAI levels)
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from minigrid.envs.babyai.core.levelgen import LevelGen
 
+from atlas_jax.envs.babyai_view import Reading, read
 from atlas_jax.envs.base import StepResult, TextEnv
 
-LEVELS = (
-    "GoToRedBallGrey-v0", "GoToRedBall-v0", "GoToRedBallNoDists-v0", "GoToObjS6-v1", "GoToLocalS8N7-v0",
+LEVELS = (  # AgentGym's 40 levels, in its order (its level k is LEVELS[k - 1])
+    "GoToRedBallGrey-v0", "GoToRedBall-v0", "GoToRedBallNoDists-v0", "GoToObjS6-v0", "GoToLocalS8N7-v0",
     "GoToObjMazeS7-v0", "GoToImpUnlock-v0", "GoToSeqS5R2-v0", "GoToRedBlueBall-v0", "GoToDoor-v0",
     "GoToObjDoor-v0", "Open-v0", "OpenRedDoor-v0", "OpenDoorLoc-v0", "OpenRedBlueDoorsDebug-v0",
     "OpenDoorsOrderN4Debug-v0", "Pickup-v0", "UnblockPickup-v0", "PickupLoc-v0", "PickupDistDebug-v0",
@@ -31,12 +44,13 @@ LEVELS = (
     "FindObjS7-v0", "KeyCorridorS6R3-v0", "OneRoomS20-v0", "MoveTwoAcrossS8N9-v0", "SynthS5R2-v0",
     "SynthLoc-v0", "SynthSeq-v0", "MiniBossLevel-v0", "BossLevel-v0", "BossLevelNoUnlock-v0",
 )
+# minigrid < 2.5 registered GoToObjS6-v0 with room_size=4; minigrid 3 calls that level GoToObjS4-v0.
+MINIGRID_IDS = {"GoToObjS6-v0": "GoToObjS4-v0"}
 SEEDS = 1000  # task indices 0 .. 40 * SEEDS - 1
 EVAL_SEEDS = 10
-LEFT, RIGHT, FORWARD, PICKUP, DROP, TOGGLE = 0, 1, 2, 3, 4, 5
-OBJECTS = ("door", "key", "ball", "box", "goal", "lava")
-CARRYABLE = ("key", "ball", "box")
 
+# AgentGym's instruction turn for BabyAI, verbatim: it advertises "pick up" although the
+# server only understands "pickup", and it does not mention "drop" or "check available actions".
 INSTRUCTION = (
     "You are an exploration master that wants to finish every goal you are given. Every round I will give you an "
     "observation, and you have to respond an action and your thought based on the observation to finish the given "
@@ -45,10 +59,43 @@ INSTRUCTION = (
     "<obj> <id> \n\n- go through <door> <id>: <door> must be an open door. \n\n- toggle and go through <door> <id>: "
     "<door> can be a closed door or a locked door. If you want to open a locked door, you need to carry a key that "
     "is of the same color as the locked door. \n\n- toggle: there is a closed or locked door right in front of you "
-    "and you can toggle it.\n\n- drop: put down what you carry on the free cell in front of you.\n\n- check "
-    "available actions\nYour response should use the following format:\nThought:\n<Your Thought>\n\nAction:\n"
+    "and you can toggle it.\nYour response should use the following format:\nThought:\n<Your Thought>\n\nAction:\n"
     "<Your Action>"
 )
+NOT_RECOGNIZED = "The action is not recognized. Please check valid actions."
+NO_CHANGE = "No change in state."
+TWO_ACTIONS = "Error: Only one 'Action' is allowed per response. Please adjust your response."
+COMPLETED = "\n The task is completed."
+_CLIENT_ACTION_RE = re.compile(r"Action:\s*(.*?)(?=\n|$)", re.DOTALL)
+_CLIENT_DROP_RE = re.compile(r"[^A-Za-z0-9, ]+")
+
+
+class StaleLockedRoom:
+    """minigrid < 2.5 kept ``LevelGen.locked_room`` from one generated mission to the next
+    (minigrid 3 clears it); with ``implicit_unlock=False`` (the Synth levels) the stale room
+    still filters which objects a mission may name. This mixin restores that: it ignores
+    the clearing, so our levels generate AgentGym's missions."""
+
+    @property
+    def locked_room(self):
+        return self.__dict__.get("_stale_locked_room")
+
+    @locked_room.setter
+    def locked_room(self, room):
+        if room is not None:
+            self.__dict__["_stale_locked_room"] = room
+
+
+def make_level(level: str):
+    """A fresh, unwrapped instance of AgentGym's level (with minigrid < 2.5's behaviour)."""
+    spec = gymnasium.spec(f"BabyAI-{MINIGRID_IDS.get(level, level)}")
+    cls = load_env_creator(spec.entry_point)
+    if issubclass(cls, LevelGen):
+        cls = _STALE.setdefault(cls, type(cls.__name__, (StaleLockedRoom, cls), {}))
+    return cls(**spec.kwargs)
+
+
+_STALE: dict[type, type] = {}
 
 
 def state_key(uenv) -> tuple:
@@ -57,174 +104,49 @@ def state_key(uenv) -> tuple:
     return (tuple(int(v) for v in uenv.agent_pos), int(uenv.agent_dir), carrying, uenv.grid.encode().tobytes())
 
 
-def run_primitives(uenv, primitives: list[int]) -> tuple[float, bool]:
-    """Play an action's expansion; stop when the episode ends or a move changes nothing."""
+def run_primitives(uenv, primitives: list[int], image) -> tuple[float, bool, np.ndarray]:
+    """Play an action's expansion until a move leaves the view ``image`` unchanged (minigrid's
+    end of the level does not stop it): the last move's reward, whether it ended the level,
+    and the last observation image."""
     reward, terminated = 0.0, False
     for primitive in primitives:
-        before = state_key(uenv)
-        _, reward, terminated, _, _ = uenv.step(primitive)
-        if terminated or state_key(uenv) == before:
+        obs, reward, terminated, _, _ = uenv.step(primitive)
+        changed = not np.array_equal(obs["image"], image)
+        image = obs["image"]
+        if not changed:
             break
-    return float(reward), bool(terminated)
+    return reward, bool(terminated), image
 
 
-class View:
-    """What the agent sees now: named objects with their cells, and routes to them."""
-
-    def __init__(self, uenv):
-        self.uenv = uenv
-        grid, vis_mask = uenv.gen_obs_grid()
-        size = uenv.agent_view_size
-        pos, fwd, right = np.array(uenv.agent_pos), np.array(uenv.dir_vec), np.array(uenv.right_vec)
-        self.visible: set[tuple[int, int]] = set()
-        found = []
-        for i in range(size):
-            for j in range(size):
-                if not vis_mask[i, j]:
-                    continue
-                ahead, aside = size - 1 - j, i - size // 2
-                cell = tuple(int(v) for v in pos + ahead * fwd + aside * right)
-                self.visible.add(cell)
-                obj = uenv.grid.get(*cell)
-                if obj is not None and obj.type in OBJECTS and (ahead, aside) != (0, 0):
-                    found.append((abs(ahead) + abs(aside), ahead, aside, cell, obj))
-        found.sort(key=lambda x: (x[0], -x[1], x[2]))
-        counts: collections.Counter = collections.Counter()
-        self.objects: list[tuple[str, tuple[int, int], int, int, object]] = []  # (label, cell, ahead, aside, obj)
-        for _, ahead, aside, cell, obj in found:
-            name = self.name(obj)
-            counts[name] += 1
-            self.objects.append((f"{name} {counts[name]}", cell, ahead, aside, obj))
-
-    @staticmethod
-    def name(obj) -> str:
-        if obj.type == "door":
-            state = "locked" if obj.is_locked else "open" if obj.is_open else "closed"
-            return f"{obj.color} {state} door"
-        return f"{obj.color} {obj.type}"
-
-    def passable(self, cell) -> bool:
-        if cell not in self.visible:
-            return False
-        obj = self.uenv.grid.get(*cell)
-        return obj is None or obj.type in ("goal", "floor") or (obj.type == "door" and obj.is_open)
-
-    def route(self, target, arrive: bool) -> list[int] | None:
-        """Fewest primitive moves to stand on ``target`` (arrive) or to face it from next door."""
-        start = (tuple(int(v) for v in self.uenv.agent_pos), int(self.uenv.agent_dir))
-        vectors = ((1, 0), (0, 1), (-1, 0), (0, -1))
-        previous = {start: None}
-        queue = collections.deque([start])
-        while queue:
-            state = queue.popleft()
-            (x, y), d = state
-            ahead = (x + vectors[d][0], y + vectors[d][1])
-            if (arrive and (x, y) == target) or (not arrive and ahead == target):
-                moves = []
-                while previous[state] is not None:
-                    state, move = previous[state]
-                    moves.append(move)
-                return moves[::-1]
-            for move, nxt in ((FORWARD, (ahead, d)), (LEFT, ((x, y), (d - 1) % 4)), (RIGHT, ((x, y), (d + 1) % 4))):
-                if move == FORWARD and not self.passable(ahead):
-                    continue
-                if nxt not in previous:
-                    previous[nxt] = (state, move)
-                    queue.append(nxt)
+def client_action(response: str) -> str | None:
+    """The action AgentGym's BabyAI client sends for ``response``; None if it refuses it."""
+    matches = _CLIENT_ACTION_RE.findall(response)
+    if len(matches) > 1:
         return None
-
-    def front(self):
-        cell = tuple(int(v) for v in np.array(self.uenv.agent_pos) + np.array(self.uenv.dir_vec))
-        return cell, self.uenv.grid.get(*cell)
-
-    def wall_ahead(self) -> int | None:
-        """Steps to the wall straight ahead, if nothing else stands in between and it is in view."""
-        x, y = (int(v) for v in self.uenv.agent_pos)
-        dx, dy = (int(v) for v in self.uenv.dir_vec)
-        for steps in range(1, self.uenv.agent_view_size):
-            cell = (x + steps * dx, y + steps * dy)
-            obj = self.uenv.grid.get(*cell) if cell in self.visible else None
-            if cell not in self.visible or (obj is not None and obj.type != "wall" and not self.passable(cell)):
-                return None
-            if obj is not None and obj.type == "wall":
-                return steps
-        return None
-
-    def describe(self) -> str:
-        parts = []
-        if self.objects:
-            parts.append("In front of you in this room, you can see several objects:")
-            for label, _, ahead, aside, _ in self.objects:
-                if aside == 0:
-                    where = f"right in front of you {ahead} steps away"
-                elif ahead == 0:
-                    where = f"{abs(aside)} steps to your {'right' if aside > 0 else 'left'}"
-                else:
-                    side = "right" if aside > 0 else "left"
-                    where = f"{ahead} steps in front of you and {abs(aside)} steps to your {side}"
-                parts.append(f"There is a {label} {where}.")
-        else:
-            parts.append("You cannot see any objects within sight.")
-        wall = self.wall_ahead()
-        parts.append("The room has walls around you." + (f" You are facing a wall {wall} steps away." if wall else ""))
-        carrying = self.uenv.carrying
-        parts.append(f"You are carrying a {carrying.color} {carrying.type}." if carrying else
-                     "You are not carrying anything.")
-        return " ".join(parts)
-
-    def actions(self) -> dict[str, list[int]]:
-        """Available text actions and their primitive expansions (insertion order = listing order)."""
-        carrying = self.uenv.carrying
-        front_cell, front_obj = self.front()
-        offered: dict[str, list[int]] = {"turn left": [LEFT], "turn right": [RIGHT]}
-        if self.passable(front_cell) or (front_obj is not None and front_obj.type == "door" and front_obj.is_open):
-            offered["move forward"] = [FORWARD]
-        for label, cell, _, _, obj in self.objects:
-            if obj.type == "goal":
-                moves = self.route(cell, arrive=True)
-                if moves is not None:
-                    offered["go to goal"] = moves
-                continue
-            moves = self.route(cell, arrive=False)
-            if moves is None:
-                continue
-            offered[f"go to {label}"] = moves
-            if obj.type in CARRYABLE and carrying is None:
-                offered[f"pick up {label}"] = moves + [PICKUP]
-            if obj.type == "door" and obj.is_open:
-                offered[f"go through {label}"] = moves + [FORWARD, FORWARD]
-            elif obj.type == "door" and (not obj.is_locked or (carrying is not None and carrying.type == "key"
-                                                                and carrying.color == obj.color)):
-                offered[f"toggle and go through {label}"] = moves + [TOGGLE, FORWARD, FORWARD]
-        if front_obj is not None and front_obj.type in ("door", "box"):
-            offered["toggle"] = [TOGGLE]
-        if carrying is not None and front_obj is None and front_cell in self.visible:
-            offered["drop"] = [DROP]
-        offered["check available actions"] = []
-        return offered
-
-
-def _error_for(action: str, view: View) -> str:
-    if action == "drop":
-        return ("You cannot drop the object, as you are not carrying anything." if view.uenv.carrying is None else
-                "You cannot drop the object, as there is already an object in front of you.")
-    if action == "move forward":
-        return "There is a barrier in front of you, you can't move forward."
-    if action.startswith(("go to ", "pick up ", "go through ", "toggle and go through ")):
-        return f"You cannot {action}: no such object in sight or no path leading to it."
-    return "The action is not recognized. Please check valid actions."
+    action = _CLIENT_DROP_RE.sub("", matches[-1] if matches else "")
+    return " ".join(action.split())
 
 
 class BabyAIEnv(TextEnv):
     name = "babyai"
     instruction = INSTRUCTION
     default_max_steps = 20
+    score_scale = 100
 
     def __init__(self, max_steps: int | None = None):
         super().__init__(max_steps)
-        self._games: dict[str, gymnasium.Env] = {}
         self.uenv = None
-        self.offered: dict[str, list[int]] = {}
+        self.reading: Reading | None = None
+        self.image = None  # the last observation image minigrid returned (AgentGym's obs_2d)
+        self.goal = ""
+        self.server_reward = 0.0  # AgentGym's env.reward: the last primitive's reward, kept across rejected actions
+        self.score = 0.0  # AgentGym's server "score": the running sum of server_reward over server steps
+        self.server_done = False
+        self.state = ""  # AgentGym's states[-1]: the last observation text without the action list
+
+    @property
+    def offered(self) -> dict[str, list[int]]:
+        return self.reading.actions
 
     def num_tasks(self) -> int:
         return len(LEVELS) * SEEDS
@@ -235,39 +157,61 @@ class BabyAIEnv(TextEnv):
 
     @staticmethod
     def level_and_seed(task_index: int) -> tuple[str, int]:
+        """AgentGym's level name (its ``all_levels[i % 40 + 1]``) and seed for a task index."""
         return LEVELS[task_index % len(LEVELS)], task_index // len(LEVELS)
 
     def _reset(self, task_index: int) -> str:
         level, seed = self.level_and_seed(task_index)
-        if level not in self._games:
-            self._games[level] = gymnasium.make(f"BabyAI-{level}").unwrapped
-        self.uenv = self._games[level]
+        # AgentGym builds a fresh level and resets it twice with the seed (once in its env's
+        # constructor, once on /reset); the second mission can differ (StaleLockedRoom).
+        self.uenv = make_level(level)
         with contextlib.redirect_stdout(io.StringIO()):  # level generation prints "Sampling rejected"
             self.uenv.reset(seed=seed)
-        self.uenv.max_steps = 10**9  # the text step limit governs; keeps success reward from shrinking to 0
-        self.goal = self.uenv.mission
-        return f"Your goal: {self.goal}\n" + self._observe()
+            obs, _ = self.uenv.reset(seed=seed)
+        self.goal = self.uenv.mission.replace("then", "and").replace("after you", "and")
+        self.image = obs["image"]
+        self.reading = read(self.uenv, self.image)
+        self.server_reward, self.score, self.server_done = 0.0, 0.0, False
+        self.state = self.reading.description
+        return self.observe()
 
-    def _observe(self, prefix: str = "") -> str:
-        view = View(self.uenv)
-        self.offered = view.actions()
-        listed = ", ".join(f'"{a}"' for a in self.offered)
-        return f"{prefix}{view.describe()}\nAvailable actions: [{listed}]"
+    def observe(self) -> str:
+        """What AgentGym's server answers on GET /observation: the goal, the last state text
+        (an error message after a rejected action) and the actions available now."""
+        return f"Your goal: {self.goal}\n{self.state}{self._available()}"
+
+    def parse_response(self, response: str) -> tuple[str | None, StepResult | None]:
+        action = client_action(response)
+        if action is None:
+            return None, StepResult(TWO_ACTIONS, 0, False, False, {"refused": True, "action": None})
+        return action, None
 
     def _act(self, action: str) -> StepResult:
-        action = " ".join(action.lower().strip().rstrip(".").split())
-        if action not in self.offered:
-            return StepResult(_error_for(action, View(self.uenv)) + self._available(), 0.0, False, False,
-                              {"invalid": True})
-        if action == "check available actions":
-            return StepResult("You can take the following actions: " + ", ".join(self.offered) + self._available(),
-                              0.0, False, False)
-        reward, terminated = run_primitives(self.uenv, self.offered[action])
-        success = bool(terminated and reward > 0)
-        observation = self._observe()
-        if terminated:
-            observation += "\nThe task is completed." if success else "\nThe task has failed."
-        return StepResult(observation, float(reward), terminated, success)
+        action = action.lower().strip()
+        actions, invalid = self.reading.actions, False
+        if "check" in action:
+            text = "You can take the following actions: " + ", ".join(actions)
+        elif action == "" or action not in actions:
+            text = NO_CHANGE if action == "" else self.reading.errors.get(action, NOT_RECOGNIZED)
+            invalid = True
+        elif not actions[action]:
+            text = NO_CHANGE
+        else:
+            text = self._play(actions[action])
+        self.state = text
+        self.score += self.server_reward
+        info = {"reward": self.server_reward, "score": self.score, "invalid": invalid}
+        return StepResult(text + self._available(), self.score, self.server_done, self.server_done, info)
+
+    def _play(self, primitives: list[int]) -> str:
+        reward, terminated, self.image = run_primitives(self.uenv, primitives, self.image)
+        self.reading = read(self.uenv, self.image)
+        text = self.reading.description + (COMPLETED if terminated else "")
+        self.server_reward = reward
+        self.server_done = terminated and reward > 0.5
+        if reward == 1 and not self.server_done:  # AgentGym's guard; minigrid's reward never reaches 1
+            self.server_done, text = True, text + COMPLETED
+        return text
 
     def _available(self) -> str:
-        return "\nAvailable actions: [" + ", ".join(f'"{a}"' for a in self.offered) + "]"
+        return "\nAvailable actions: [" + ", ".join(f'"{a}"' for a in self.reading.actions) + "]"

@@ -5,8 +5,9 @@ its ``replan`` can loop forever on some seeds). Then, at each turn, every offere
 action is tried on a copy of the environment and the one whose outcome lies furthest
 along the bot's plan is taken. The bot's subgoal behind those moves says *why*, which the
 Thought puts into words. The mistake hooks (see ``experts.Recovering``) pick an action the
-environment does not offer now, so it answers with an error and nothing changes: going
-through a closed door, moving forward into a barrier, or an object number not in view.
+environment does not offer now, so AgentGym's server answers with an error and nothing
+changes: going through a closed door, moving forward into a barrier, or an object number
+not in view ("The action is not recognized").
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import threading
 
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-from atlas_jax.envs.babyai import BabyAIEnv, View, run_primitives, state_key
+from atlas_jax.envs.babyai import NOT_RECOGNIZED, BabyAIEnv, run_primitives, state_key
 from atlas_jax.envs.base import ExpertFailed, format_response
 
 
@@ -95,7 +96,7 @@ class BabyAIExpert:
 
     def _advance(self, action: str) -> int:
         trial = copy.deepcopy(self.env.uenv)
-        run_primitives(trial, self.env.offered[action])
+        run_primitives(trial, self.env.offered[action], self.env.image)
         key = state_key(trial)
         for k in range(len(self.states) - 1, self.position, -1):
             if self.states[k] == key:
@@ -125,7 +126,7 @@ class BabyAIExpert:
         return thought, best
 
     # -- mistake hooks -------------------------------------------------------------
-    _VERBS = ("toggle and go through ", "go through ", "go to ", "pick up ")
+    _VERBS = ("toggle and go through ", "go through ", "go to ", "pickup ")
 
     def _wrong(self, best: str) -> str | None:
         if best.startswith("toggle and go through "):
@@ -136,7 +137,7 @@ class BabyAIExpert:
         if verb is None or best == "go to goal":
             return None
         name = best[len(verb):].rsplit(" ", 1)[0]
-        in_view = sum(label.rsplit(" ", 1)[0] == name for label, *_ in View(self.env.uenv).objects)
+        in_view = sum(label.rsplit(" ", 1)[0] == name for label in self._labels())
         return f"{verb}{name} {in_view + 1}"  # a number one past those in view
 
     def mistake(self, observation: str) -> tuple[str, str] | None:
@@ -151,11 +152,12 @@ class BabyAIExpert:
         return thought, wrong
 
     def recovery(self, action: str, observation: str) -> str:
-        if not observation.startswith(("You cannot", "There is a barrier")):
+        if not observation.startswith(("You cannot", "There is a barrier", NOT_RECOGNIZED)):
             raise NoPlan("the mistake was not rejected", action)  # the runner replays without it
         if action == "move forward":
-            _, blocker = View(self.env.uenv).front()
-            what = "a wall" if blocker is None or blocker.type == "wall" else f"the {View.name(blocker)}"
+            uenv = self.env.uenv
+            blocker = uenv.grid.get(*(int(v) for v in uenv.front_pos))
+            what = "a wall" if blocker is None or blocker.type == "wall" else f"the {blocker.color} {blocker.type}"
             return f"Moving forward failed: {what} right in front of me blocks the way."
         target = next(action[len(v):] for v in self._VERBS if action.startswith(v))
         if action.startswith("go through ") and self.intended.startswith("toggle and go through "):
@@ -165,10 +167,19 @@ class BabyAIExpert:
         return (f"That failed: there is no {target} in view. Object numbers count only what I see right now, "
                 f"and the one I mean is {intended}.")
 
+    def _labels(self) -> list[str]:
+        """The objects in view as the observation numbers them ("red ball 1"), near to far."""
+        counts: dict[str, int] = {}
+        labels = []
+        for thing in self.env.reading.things:
+            if "wall" not in thing.name:
+                counts[thing.name] = counts.get(thing.name, 0) + 1
+                labels.append(f"{thing.name} {counts[thing.name]}")
+        return labels
+
     def _visible_targets(self) -> list[str]:
-        view = View(self.env.uenv)
         words = set((self.target or "").split()[1:])
-        return [label for label, *_ in view.objects if words and words <= set(label.split())]
+        return [label for label in self._labels() if words and words <= set(label.split())]
 
     def _thought(self, action: str, k: int) -> str:
         kind, reason, datum = self.motives[self.position]
@@ -197,10 +208,11 @@ class BabyAIExpert:
             if "door" in action:
                 return f"{missing[0].upper()}{missing[1:]}, so I {action} to search beyond it."
             return f"{missing[0].upper()}{missing[1:]}; I {action} to look at another part of the map."
-        if action.startswith("pick up"):
+        if action.startswith("pickup"):
+            words = "pick up" + action[len("pickup"):]
             if reason == "Unlock" or "key" in action and kind != "PickupSubgoal":
-                return f"I need this key to unlock a door, so I {action}."
-            return f"I {action}, since my goal needs me to carry it."
+                return f"I need this key to unlock a door, so I {words}."
+            return f"I {words}, since my goal needs me to carry it."
         if action.startswith(("toggle and go through", "go through")):
             return f"The way on leads through this door, so I {action}."
         if action == "toggle":

@@ -73,11 +73,19 @@ class TextEnv:
 
     Subclasses set ``name``, ``instruction`` and ``default_max_steps`` and implement
     ``_reset(task_index) -> str``, ``_act(action) -> StepResult`` and ``split_of(task_index)``.
+
+    Conventions shared by every environment: ``StepResult.reward`` is the reward AgentGym's
+    client reports for the step (its ``StepOutput.reward``); ``StepResult.done`` is the
+    server's done flag (or the step limit, marked ``info["truncated"]``); ``success`` follows
+    the environment's success rule; further server fields go into ``info``. AgentGym's score
+    of an evaluation is the mean final reward times ``score_scale`` (100 for rewards in
+    [0, 1], 1 for rewards already on a 0-100 scale).
     """
 
     name: str = ""
     instruction: str = ""
     default_max_steps: int = 20
+    score_scale: float = 100
 
     def __init__(self, max_steps: int | None = None):
         self.max_steps = int(max_steps or self.default_max_steps)

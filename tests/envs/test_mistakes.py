@@ -3,6 +3,7 @@ bundled sample in a fresh env: exactly the episodes ``plans_mistake`` picks cont
 the env rejects without changing its state, and the next Thought names the failure."""
 import json
 import os
+import re
 
 import pytest
 
@@ -54,6 +55,23 @@ def test_sample_mistakes_are_recovered_at_the_designed_rate(stem, env_name):
     with open(os.path.join(SAMPLE_DIR, "manifest.json"), encoding="utf-8") as f:
         assert json.load(f)["files"][stem]["recovered"] == len(with_mistake) > 0
     assert abs(len(with_mistake) / len(records) - 1 / MISTAKE_PERIOD) < 0.05
+
+
+def test_babyai_mistakes_get_agentgyms_rejections():
+    """Each planned BabyAI mistake is one AgentGym's server rejects with one of its own messages
+    (the whole exchange is also replayed against a recorded AgentGym transcript in test_babyai)."""
+    env = make_env("babyai")
+    messages = set()
+    for record in load_sample("babyai_train"):
+        env.reset(int(record["item_id"].rsplit("_", 1)[1]))
+        for response in [t["value"] for t in record["conversations"] if t["from"] == "gpt"][1:]:
+            result = env.step(response)
+            if result.info.get("invalid"):
+                messages.add(result.observation.split("\n")[0])
+    agentgyms = re.compile(r"The action is not recognized\. Please check valid actions\.|"
+                           r"There is a barrier in front of you, you can't move forward\.|"
+                           r"You cannot go through \w+ closed door \d+, as it is closed\. You should toggle it first\.")
+    assert messages and all(agentgyms.fullmatch(m) for m in messages), messages
 
 
 def test_mistake_is_skipped_when_it_would_pass_the_step_limit():
