@@ -56,8 +56,10 @@ def prepare_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> ep
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
-    """``with atomic_write(p) as f: f.write(...)``: the file appears whole at the end, or not at all."""
+def atomic_write(path: PathLike, mode: str = "w", keep_partial: PathLike | None = None) -> Iterator[IO]:
+    """``with atomic_write(p) as f: f.write(...)``: the file appears whole at the end, or not at all.
+    ``keep_partial``: where what was written so far goes when the block fails (finished work that
+    is worth keeping, e.g. the expert episodes before a Ctrl-C); the target is never touched."""
     target = epath.Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -67,5 +69,8 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
         temp.replace(target)  # same folder: a rename (atomic on local and POSIX filesystems)
     except BaseException:
         with contextlib.suppress(OSError):
-            temp.unlink()
+            if keep_partial is not None:
+                temp.replace(epath.Path(keep_partial))
+            else:
+                temp.unlink()
         raise

@@ -73,3 +73,24 @@ def test_prepare_output_names_the_relation(tmp_path):
     with pytest.raises(IsADirectoryError):
         prepare_output(run)
     assert prepare_output(tmp_path / "n" / "x.json", inputs=[run]).parent.is_dir()
+
+
+def test_experts_keep_the_old_file_and_the_finished_episodes_when_interrupted(tmp_path, capsys):
+    from atlas_jax.envs.experts_cmd import write_jsonl
+
+    out = tmp_path / "traj.jsonl"
+    out.write_text('{"item_id": "mine"}\n')
+
+    def records():
+        yield {"item_id": "babyai_0"}
+        yield {"item_id": "babyai_1"}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl(str(out), records())
+    assert out.read_text() == '{"item_id": "mine"}\n'
+    assert [json.loads(x)["item_id"] for x in (tmp_path / "traj.jsonl.partial").read_text().splitlines()] == \
+        ["babyai_0", "babyai_1"]
+    assert "2 finished trajectories kept" in capsys.readouterr().err
+    assert write_jsonl(str(out), iter([{"item_id": "babyai_2"}])) == 1
+    assert json.loads(out.read_text())["item_id"] == "babyai_2"

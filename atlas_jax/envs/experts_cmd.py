@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from atlas_jax.envs.registry import ENVS
+from atlas_jax.outputs import atomic_write, prepare_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,12 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_jsonl(path: str, records) -> int:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write ``records`` to ``path`` all at once at the end: an existing file stays as it was
+    until then; if the run is interrupted, the records finished so far go to PATH.partial."""
+    prepare_output(path)
+    partial = f"{path}.partial"
     count = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with atomic_write(path, keep_partial=partial) as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+                count += 1
+    except KeyboardInterrupt:
+        print(f"interrupted: {count} finished trajectories kept in {partial}; {path} untouched", file=sys.stderr)
+        raise
     return count
 
 
@@ -37,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {args.episodes}")
+    prepare_output(args.out)  # before any episode is played
     env = make_env(args.env, max_steps=args.max_steps)
     try:
         indices = env.task_indices(args.split, args.episodes, start=args.skip)
