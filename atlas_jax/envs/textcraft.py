@@ -4,7 +4,8 @@ Task index ``i`` is AgentGym's ``data_idx``: the ``i``-th of the 544 items of re
 >= 1, shallowest first (a stable sort, so ties keep the recipe folder's order). The first
 observation lists the goal's recipes plus up to 10 distractors, drawn after ``seed(42)``
 exactly as AgentGym draws them. Split: ``i % 4 == 0`` is eval (136 tasks), the rest train
-(408), so both cover every depth.
+(408), so both cover every depth; ``task_indices`` takes the depths in turn, deepest first,
+so a few indices already span easy and hard goals.
 
 Two of AgentGym's inputs are not reproducible, so we fix them (canonical choices):
 AgentGym reads the recipe files in ``os.listdir`` order (filesystem order, which decides
@@ -109,6 +110,15 @@ class TextCraftEnv(TextEnv):
     def split_of(self, task_index: int) -> str:
         self.check_index(task_index)
         return "eval" if task_index % 4 == 0 else "train"
+
+    def task_indices(self, split: str, n: int, start: int = 0) -> list[int]:
+        """Round-robin over recipe depths, deepest first (each depth's indices of ``split`` ascending)."""
+        by_depth: dict[int, list[int]] = {}
+        for i in super().task_indices(split, self.num_tasks()):
+            by_depth.setdefault(self.tree.get_min_depth(self.goals[i]), []).append(i)
+        groups = [by_depth[d] for d in sorted(by_depth, reverse=True)]
+        ordered = [g[k] for k in range(max(map(len, groups), default=0)) for g in groups if k < len(g)]
+        return ordered[start:start + n]
 
     @property
     def goal(self) -> str:
