@@ -20,8 +20,6 @@ they never disturb an episode's history. The JVM heap is capped (it grows past 1
 from __future__ import annotations
 
 import functools
-import importlib.resources
-import json
 import shutil
 
 from atlas_jax.envs.base import StepResult, TextEnv
@@ -81,7 +79,7 @@ def parse_react(response: str) -> str:
     ``click[``)."""
     if response.endswith("</s>"):
         response = response[:-5]
-    head, sep, action = response.rpartition("Action:")
+    _, sep, action = response.rpartition("Action:")
     if not sep:
         return response.strip() if ("search[" in response or "click[" in response) else ""
     return action.strip()
@@ -97,6 +95,7 @@ class SciWorldEnv(TextEnv):
         super().__init__(max_steps)
         self.catalog = _start_server()  # task table, folds, gold paths; never plays an episode
         self.sim = None  # the episode's simulator, new at every reset
+        self.reset_fields: dict = {}
         self.tasks = task_names()
         self.games = [(task, v) for task in self.tasks for v in range(self.catalog.get_max_variations(task))]
         self._folds: dict[str, tuple[frozenset, frozenset]] = {}  # task -> (train, test) variations
@@ -134,7 +133,10 @@ class SciWorldEnv(TextEnv):
         self.sim = _start_server()
         self.sim.load(task, variation, "")
         description = self.sim.get_task_description()
-        observation, _, _, _ = self.sim.step("look around")
+        observation, reward, done, info = self.sim.step("look around")
+        # the fields of AgentGym's /reset answer, for a server that speaks its protocol
+        self.reset_fields = {"task_name": task, "var_num": variation, "task_description": description,
+                             "observation": observation, "reward": reward, "score": info["score"], "done": done}
         return description + "\n" + observation
 
     def gold_actions(self) -> list[str]:
@@ -160,4 +162,5 @@ class SciWorldEnv(TextEnv):
     def _act(self, action: str) -> StepResult:
         observation, reward, done, info = self.sim.step(action)
         score = int(info["score"])
-        return StepResult(observation, float(score), bool(done), score >= 100, {"score": score, "delta": reward})
+        # info: AgentGym's /step fields beyond observation and done (its "reward" is the score's change)
+        return StepResult(observation, float(score), bool(done), score >= 100, {"score": score, "reward": reward})
