@@ -1,20 +1,25 @@
-"""ScienceWorld behind the text protocol, on the `scienceworld` package (Java 17+).
+"""ScienceWorld exactly as AgentGym's ``agentenv-sciworld`` server plays it (``scienceworld`` package, Java 17+).
 
-Task index ``i`` is task ``TASKS[i % 23]`` (the package's tasks.json order, without the
-seven AgentGym leaves out) and variation ``i // 23``. Split: the package's own variation
-folds, test variations are eval, train variations are train (dev variations and indices past
-a task's variations belong to neither). The first observation is the task description plus
-``look around``, as AgentGym's SciWorld server gives it.
+Task index ``i`` is AgentGym's ``data_idx``: AgentGym lists every task of the package's task
+table (without the seven it leaves out) with all its variations, task by task, 4,639 in all.
+Reset loads the task and answers ``look around``; the first observation is the task
+description, a newline and that answer, as AgentGym's client shows it. A step's reward is
+AgentGym's score (0-100, negative on failure), as its client reports it; done is the
+simulator's (completed, failed, or more than 100 moves). Split: the package's own variation
+folds: test variations are eval, train variations are train (dev variations are neither).
 
-Steps call the server's plain ``step`` and read score and completion directly: the
-package's ``step`` also enumerates every valid action (50-800 ms a call). The JVM heap is
-capped, since it grows past 1 GB otherwise.
+The simulator's output depends on its JVM's history, not only on the task and the actions
+(the order of listed objects, plant growth, electrical and thermal timing): AgentGym's results
+for an index vary with what its server ran before. The canonical choice is a fresh simulator
+per episode, which is exactly what a fresh AgentGym env (its first reset after ``/create``)
+gives: every reset starts a new JVM and replays AgentGym's calls (load, task description,
+full ``step("look around")``; steps go through the package's full ``step`` as AgentGym's do).
+Task lists, variation folds and gold paths come from a second, long-lived "catalog" JVM, so
+they never disturb an episode's history. The JVM heap is capped (it grows past 1 GB otherwise).
 """
 from __future__ import annotations
 
 import functools
-import importlib.resources
-import json
 import shutil
 
 from atlas_jax.envs.base import StepResult, TextEnv
@@ -39,16 +44,18 @@ INSTRUCTION = (
     '"move to a new location"}, {"action": "eat OBJ", "description": "eat a food"}, {"action": "flush OBJ", '
     '"description": "flush a toilet"}, {"action": "focus on OBJ", "description": "signal intent on a task object"}, '
     '{"action": "wait", "description": "take no action for 10 iterations"}, {"action": "wait1", "description": '
-    '"take no action for 1 iteration"}, {"action": "task", "description": "describe current task"}, {"action": '
-    '"inventory", "description": "list your inventory"}]\nYour response should use the following format:\n'
+    '"take no action for 1 iteration"}, {"action":"examine OBJ","description":"provides a description of the '
+    'objects present on or in a receptacle."}, {"action": "task", "description": "describe current task"}, '
+    '{"action": "inventory", "description": "list your inventory"}]\nYour response should use the following format:\n'
     "Thought:\nyour thoughts.\n\nAction:\nyour next action"
 )
 
 
 def task_names() -> list[str]:
-    with open(importlib.resources.files("scienceworld") / "tasks.json", encoding="utf-8") as f:
-        tasks = json.load(f)
-    return [t["task_name"] for t in tasks if t["task_id"] not in EXCLUDED_TASK_IDS]
+    """AgentGym's task order: the package's task table, without the excluded tasks."""
+    from scienceworld.constants import ID2TASK
+
+    return [name for task_id, name in ID2TASK.items() if task_id not in EXCLUDED_TASK_IDS]
 
 
 def _start_server():
@@ -60,84 +67,100 @@ def _start_server():
     plain = sw.launch_gateway
     sw.launch_gateway = functools.partial(plain, javaopts=[JAVA_HEAP])  # the package offers no JVM options
     try:
-        return sw.ScienceWorldEnv("", envStepLimit=10**6)  # our step limit governs
+        return sw.ScienceWorldEnv()  # AgentGym's defaults (a 100-move limit)
     finally:
         sw.launch_gateway = plain
+
+
+def parse_react(response: str) -> str:
+    """AgentGym's SciWorld client (ReAct format): drop a trailing ``</s>`` together with the
+    character before it (the client cuts five characters), then take the text after the last
+    ``Action:``; without one, the action is empty (or the whole text if it holds ``search[`` or
+    ``click[``)."""
+    if response.endswith("</s>"):
+        response = response[:-5]
+    _, sep, action = response.rpartition("Action:")
+    if not sep:
+        return response.strip() if ("search[" in response or "click[" in response) else ""
+    return action.strip()
 
 
 class SciWorldEnv(TextEnv):
     name = "sciworld"
     instruction = INSTRUCTION
     default_max_steps = 30
+    score_scale = 1  # rewards are AgentGym's 0-100 scores
 
     def __init__(self, max_steps: int | None = None):
         super().__init__(max_steps)
+        self.catalog = _start_server()  # task table, folds, gold paths; never plays an episode
+        self.sim = None  # the episode's simulator, new at every reset
+        self.reset_fields: dict = {}
         self.tasks = task_names()
-        self.sim = _start_server()
-        self._folds: dict[str, tuple[int, frozenset, frozenset]] = {}  # task -> (variations, train, test)
+        self.games = [(task, v) for task in self.tasks for v in range(self.catalog.get_max_variations(task))]
+        self._folds: dict[str, tuple[frozenset, frozenset]] = {}  # task -> (train, test) variations
 
     def close(self) -> None:
-        if self.sim is not None:
-            self.sim.close()
-            self.sim = None
+        for sim in (self.sim, self.catalog):
+            if sim is not None:
+                sim.close()
+        self.sim = self.catalog = None
 
-    def _fold(self, task: str) -> tuple[int, frozenset, frozenset]:
+    def _fold(self, task: str) -> tuple[frozenset, frozenset]:
         if task not in self._folds:
-            self.sim.load(task, 0, "")
-            self._folds[task] = (self.sim.get_max_variations(task), frozenset(self.sim.get_variations_train()),
-                                 frozenset(self.sim.get_variations_test()))
+            self.catalog.load(task, 0, "")
+            self._folds[task] = (frozenset(self.catalog.get_variations_train()),
+                                 frozenset(self.catalog.get_variations_test()))
         return self._folds[task]
 
     def num_tasks(self) -> int:
-        return len(self.tasks) * max(self._fold(t)[0] for t in self.tasks)
+        return len(self.games)
 
     def task_and_variation(self, task_index: int) -> tuple[str, int]:
-        return self.tasks[task_index % len(self.tasks)], task_index // len(self.tasks)
+        return self.games[task_index]
 
     def split_of(self, task_index: int) -> str:
         self.check_index(task_index)
-        task, variation = self.task_and_variation(task_index)
-        count, train, test = self._fold(task)
-        if variation >= count:
-            return "none"
+        task, variation = self.games[task_index]
+        train, test = self._fold(task)
         return "eval" if variation in test else "train" if variation in train else "none"
 
-    def _reset(self, task_index: int, gold: bool = False) -> str:
-        task, variation = self.task_and_variation(task_index)
-        if variation >= self._fold(task)[0]:
-            raise ValueError(f"sciworld: task index {task_index} is variation {variation} of {task}, "
-                             f"which has {self._fold(task)[0]}")
-        self.sim.load(task, variation, "", generateGoldPath=gold)
-        self.sim.server.reset()
-        look = self.sim.server.step("look around")
-        return self.sim.taskdescription() + "\n" + look
+    def _reset(self, task_index: int) -> str:
+        task, variation = self.games[task_index]
+        if self.sim is not None:
+            self.sim.close()
+            self.sim = None
+        self.sim = _start_server()
+        self.sim.load(task, variation, "")
+        description = self.sim.get_task_description()
+        observation, reward, done, info = self.sim.step("look around")
+        # the fields of AgentGym's /reset answer, for a server that speaks its protocol
+        self.reset_fields = {"task_name": task, "var_num": variation, "task_description": description,
+                             "observation": observation, "reward": reward, "score": info["score"], "done": done}
+        return description + "\n" + observation
 
     def gold_actions(self) -> list[str]:
-        """The package's gold path for the current task; leaves the episode freshly reset.
-
-        A gold-path load lists objects in another order than a plain load, so the episode
-        itself runs on a plain reload. Object order in listings depends on the JVM's history
-        (not on the task), so the first observation is taken from that reload."""
-        self._reset(self.task_index, gold=True)
-        actions = list(self.sim.get_gold_action_sequence())
-        self.first_observation = self._reset(self.task_index)
-        return actions
+        """The package's gold path for the current task (from the catalog simulator)."""
+        task, variation = self.games[self.task_index]
+        self.catalog.load(task, variation, "", generateGoldPath=True)
+        return list(self.catalog.get_gold_action_sequence())
 
     def task_indices(self, split: str, n: int, start: int = 0) -> list[int]:
         """Round-robin over tasks (each task's variations of ``split`` in order), so a few
         indices already cover many tasks."""
-        per_task = {t: [] for t in self.tasks}
-        for i in range(self.num_tasks()):
-            task, variation = self.task_and_variation(i)
-            if variation < self._fold(task)[0] and self.split_of(i) == split:
+        per_task: dict[str, list[int]] = {t: [] for t in self.tasks}
+        for i, (task, _) in enumerate(self.games):
+            if self.split_of(i) == split:
                 per_task[task].append(i)
-        ordered = [i for k in range(max(map(len, per_task.values()))) for t in self.tasks
-                   if k < len(per_task[t]) for i in [per_task[t][k]]]
+        ordered = [per_task[t][k] for k in range(max(map(len, per_task.values()))) for t in self.tasks
+                   if k < len(per_task[t])]
         return ordered[start:start + n]
 
+    def parse_response(self, response: str) -> tuple[str | None, StepResult | None]:
+        return parse_react(response), None
+
     def _act(self, action: str) -> StepResult:
-        observation = self.sim.server.step(action)
-        score = int(round(100 * self.sim.server.getScore()))
-        done = bool(self.sim.server.getCompleted()) or score < 0
-        success = score >= 100
-        return StepResult(observation, score / 100.0, done or success, success, {"score": score})
+        observation, reward, done, info = self.sim.step(action)
+        score = int(info["score"])
+        # info: AgentGym's /step fields beyond observation and done (its "reward" is the score's change)
+        return StepResult(observation, float(score), bool(done), score >= 100, {"score": score, "reward": reward})

@@ -58,7 +58,7 @@ def hf_first_reply(model_dir, conversation):
 def test_eval_cli_replies_match_transformers(tiny_agent_dir, tmp_path, capsys):
     assert run_eval(tiny_agent_dir, tmp_path) == 0
     records = [json.loads(line) for line in (tmp_path / "textcraft.jsonl").read_text().splitlines()]
-    assert sorted(r["task_index"] for r in records) == [0, 4]  # the first two eval tasks
+    assert sorted(r["task_index"] for r in records) == [416, 536]  # the first two eval tasks (depth 4, then 3)
     for record in records:
         assert record["end_reason"] in END_REASONS and record["turns"] <= 2
         assert set(record) >= {"item_id", "task_index", "turns", "reward", "success", "conversations"}

@@ -14,9 +14,9 @@ from atlas_jax.envs.evaluate import evaluate, summary_table
 from atlas_jax.envs.experts import run_expert_episode
 from atlas_jax.envs.textcraft import INSTRUCTION
 
-# TextCraft eval tasks 368..380 (positions 92..95 of the eval split); the expert solves 372 and
-# 376 in 3 steps each; 368 and 380 get a useless action until the 3-step limit.
-SOLVED, UNSOLVED, SKIP = (372, 376), (368, 380), 92
+# TextCraft eval tasks 36, 456, 168, 40 (positions 31..34 of the eval split); the expert solves 36
+# and 40 in 3 steps each; 456 and 168 get a useless action until the 3-step limit.
+SOLVED, UNSOLVED, SKIP = (36, 40), (456, 168), 31
 WASTE = format_response("I will look at my inventory again.", "inventory")
 
 
