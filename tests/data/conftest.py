@@ -15,11 +15,20 @@ def write_jsonl(path, records) -> str:
     return str(path)
 
 
+ACK = "OK. I'll follow your instructions and try my best to solve the task."
+
+
 def agenttraj(item_id: str, steps: list[str], observations: list[str] | None = None, task: str = "Go to the red key.",
-              losses: list | None = None, system: str | None = None) -> dict:
-    """An AgentTraj-L record: task, then step/observation pairs (the last step has no observation)."""
+              losses: list | None = None, system: str | None = None, instruction: str | None = None) -> dict:
+    """An AgentTraj-L record: task, then step/observation pairs (the last step has no observation).
+
+    With ``instruction``, AgentGym's layout: the instruction, the acknowledgement (step 0, loss false),
+    then ``task`` as the first observation; ``steps`` are then steps 1..n.
+    """
     observations = observations or [f"Observation: you see wall {i}." for i in range(len(steps) - 1)]
     conv = [{"from": "system", "value": system, "loss": None}] if system else []
+    if instruction is not None:
+        conv += [{"from": "human", "value": instruction, "loss": None}, {"from": "gpt", "value": ACK, "loss": False}]
     conv.append({"from": "human", "value": task, "loss": None})
     for i, step in enumerate(steps):
         conv.append({"from": "gpt", "value": step, "loss": None if losses is None else losses[i]})
@@ -29,9 +38,11 @@ def agenttraj(item_id: str, steps: list[str], observations: list[str] | None = N
 
 
 def corpus(n: int = 12) -> list[dict]:
-    """n trajectories of 1..4 steps with distinct texts (so sequences identify their trajectory)."""
+    """n trajectories of 1..4 trainable steps with distinct texts (so sequences identify their trajectory);
+    even ones in AgentGym's layout (instruction, acknowledgement = step 0, goal), odd ones plain ShareGPT."""
     return [agenttraj(f"traj_{i}", [f"Thought: plan {i}.{s}. Action: move {s}" for s in range(1 + i % 4)],
-                      task=f"Task {i}: reach the goal.") for i in range(n)]
+                      task=f"Task {i}: reach the goal.", instruction=None if i % 2 else "Act in the world.")
+            for i in range(n)]
 
 
 @pytest.fixture(scope="session")
