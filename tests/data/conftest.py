@@ -66,6 +66,25 @@ def unmarked_tokenizer(tokenizer_dirs):
     return AutoTokenizer.from_pretrained(tokenizer_dirs["unmarked"])
 
 
+@pytest.fixture(scope="session")
+def spm_tokenizer():
+    """A tiny SentencePiece-style BPE as Llama 2 / Mistral ship it in tokenizer.json: "▁" for spaces (and
+    one prepended), byte fallback, no pre-tokenizer; [INST]/[/INST]/</s> as control tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from atlas_jax.data.tiny_tokenizer import _CORPUS
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    special = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"] + [f"<0x{b:02X}>" for b in range(256)]
+    tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainers.BpeTrainer(
+        vocab_size=600, special_tokens=special, show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
 @pytest.fixture(params=sorted(MARKED_TEMPLATES))
 def template_pair(request):
     """(name, marked template, the same template without markers)."""

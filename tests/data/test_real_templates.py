@@ -47,10 +47,12 @@ def smol_tokenizer(smollm2_dir):
     return AutoTokenizer.from_pretrained(smollm2_dir)
 
 
-@pytest.fixture(params=["tiny", "smollm2"])
-def any_tokenizer(request, tokenizer, smol_tokenizer):
-    """The tiny test tokenizer (control tokens of every family as single tokens) and SmolLM2's real one."""
-    return tokenizer if request.param == "tiny" else smol_tokenizer
+@pytest.fixture(params=["tiny", "spm", "smollm2"])
+def any_tokenizer(request, tokenizer, spm_tokenizer, smol_tokenizer):
+    """The tiny byte-level test tokenizer (control tokens of every family as single tokens), a tiny
+    SentencePiece-style one (Mistral's kind: the space before a step merges into its first token) and
+    SmolLM2's real one."""
+    return {"tiny": tokenizer, "spm": spm_tokenizer, "smollm2": smol_tokenizer}[request.param]
 
 
 def test_the_smollm2_template_is_the_models_own(smol_tokenizer):
@@ -121,3 +123,13 @@ def test_mistral_system_fold_is_handled_when_the_conversation_ends_with_a_user_t
     text = tokenizer.decode(ids.tolist())
     assert text.endswith("[INST] You are an agent.\n\nYou reach the red ball. Goal done.\n[/INST]")
     assert tokenizer.decode(ids[step_ids == 1].tolist()).startswith(" Thought:\nI see")
+
+
+def test_mistral_step_starts_with_the_space_the_model_generates(spm_tokenizer):
+    """After "[/INST]" the model emits " Thought..." as one "▁..." token: that token is the step's first."""
+    ids, step_ids = encode_steps(spm_tokenizer, CONVERSATIONS["system"], chat_template=template("mistral_v03"))
+    tokens = spm_tokenizer.convert_ids_to_tokens(ids.tolist())
+    for k in range(3):
+        first = int(np.flatnonzero(step_ids == k)[0])
+        assert tokens[first - 1] == "[/INST]" and tokens[first].startswith("▁"), (k, tokens[first - 1:first + 2])
+        assert tokens[int(np.flatnonzero(step_ids == k)[-1])] == "</s>"

@@ -3,7 +3,6 @@ into atlas-jax matches transformers' logits, and `atlas-jax score` on two AgentG
 matches a PyTorch reference computed here from counterfactual conversations written out by hand."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -13,9 +12,7 @@ pytestmark = pytest.mark.slow
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "data", "templates")
 ACK = "OK. I'll follow your instructions and try my best to solve the task."
-INSTR = ("You are an exploration master. Every round I will give you an observation, and you respond with your "
-         "thought and an action.\nYour response should use the following format:\nThought:\n<Your Thought>\n\n"
-         "Action:\n<Your Action>")
+INSTR = "You are an exploration master. Answer with:\nThought:\n<Your Thought>\n\nAction:\n<Your Action>"
 GOAL1 = "Your goal: go to the red ball\nThere is a red ball 1 2 steps in front of you and 1 step to your left."
 S11 = "Thought:\nThe red ball is ahead on my left.\n\nAction:\nturn left"
 O11 = "You turn left. There is a red ball 1 2 steps in front of you."
@@ -65,33 +62,43 @@ def tokenizer(smollm2_dir):
     return AutoTokenizer.from_pretrained(smollm2_dir)
 
 
-def reference(torch_model, tokenizer, messages, run: int) -> tuple[float, float, int]:
-    """(nll_sum, nll_mean, tokens) of assistant run ``run`` by transformers, spans from the marked template."""
+@pytest.fixture(scope="module")
+def model(smollm2_dir):
+    """The Hugging Face directory imported into atlas-jax (what `import` and `score --model HF_DIR` use)."""
+    from atlas_jax.convert.checkpoint import load_pretrained
+    return load_pretrained(smollm2_dir, dtype="float32")
+
+
+def reference(torch_model, tokenizer, messages) -> list[tuple[float, float, int]]:
+    """(nll_sum, nll_mean, tokens) of every assistant turn by transformers (one forward), spans from the
+    marked copy of the template (tests/data/templates)."""
     import torch
     with open(os.path.join(TEMPLATES, "smollm2.marked.jinja"), encoding="utf-8") as f:
         marked = f.read()
     enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
                                         chat_template=marked)
     mask = np.asarray(enc["assistant_masks"], bool)
-    starts = np.flatnonzero(mask & ~np.concatenate([[False], mask[:-1]]))
-    positions = [t for t in range(starts[run], len(mask)) if mask[t]]
-    positions = positions[:next((i for i in range(1, len(positions)) if positions[i] != positions[i - 1] + 1),
-                                len(positions))]
     ids = torch.tensor([enc["input_ids"]])
     with torch.no_grad():
         logp = torch.log_softmax(torch_model(ids).logits[0].double(), dim=-1)
-    nll = torch.stack([-logp[t - 1, ids[0, t]] for t in positions])
-    return float(nll.sum()), float(nll.mean()), len(positions)
+    runs, t = [], 0
+    while t < len(mask):
+        if mask[t]:
+            end = t
+            while end < len(mask) and mask[end]:
+                end += 1
+            nll = torch.stack([-logp[p - 1, ids[0, p]] for p in range(t, end)])
+            runs.append((float(nll.sum()), float(nll.mean()), end - t))
+            t = end
+        t += 1
+    return runs
 
 
-def test_logits_match_transformers_in_float32(smollm2_dir, tokenizer, torch_model):
+def test_logits_match_transformers_in_float32(model, tokenizer, torch_model):
     import jax.numpy as jnp
     import torch
 
-    from atlas_jax.convert.checkpoint import load_pretrained
-
     ids = tokenizer.apply_chat_template(GYM1, tokenize=True, return_dict=True)["input_ids"]
-    model = load_pretrained(smollm2_dir, dtype="float32")
     ours = np.asarray(model(jnp.asarray([ids], jnp.int32)), np.float64)[0]
     with torch.no_grad():
         ref = torch_model(torch.tensor([ids])).logits[0].double().numpy()
@@ -100,26 +107,25 @@ def test_logits_match_transformers_in_float32(smollm2_dir, tokenizer, torch_mode
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() > 0.99
 
 
-def test_score_two_agentgym_trajectories_against_pytorch(smollm2_dir, tokenizer, torch_model, tmp_path):
-    from atlas_jax.cli import main
-    from atlas_jax.selection.scores_io import read_scores
+def test_score_two_agentgym_trajectories_against_pytorch(model, tokenizer, torch_model):
+    from atlas_jax.data.trajectory import parse_record
+    from atlas_jax.selection.score_pass import ScoreOptions, score_trajectories
 
     def record(item_id, messages):
         conv = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[x["role"]], "value": x["content"],
                  "loss": False if x["content"] == ACK else None} for x in messages]
-        return {"item_id": item_id, "conversations": conv}
+        return parse_record({"item_id": item_id, "conversations": conv}, f"mem:{item_id}")
 
-    data = tmp_path / "gym.jsonl"
-    data.write_text("".join(json.dumps(record(i, c)) + "\n" for i, c in (("gym1", GYM1), ("gym2", GYM2))))
-    out = tmp_path / "scores.jsonl"
-    assert main(["score", "--model", smollm2_dir, "--data", str(data), "--out", str(out), "--seq-len", "512",
-                 "--chunk", "128", "--batch-size", "8", "--dtype", "float32"]) == 0
-    scores = read_scores(out)
-    for item_id, messages in (("gym1", GYM1), ("gym2", GYM2)):
-        steps = scores[item_id]["steps"]
-        assert len(steps) == sum(x["role"] == "assistant" for x in messages)
+    trajectories = [record("gym1", GYM1), record("gym2", GYM2)]
+    records, report = score_trajectories(trajectories, tokenizer, model,
+                                         ScoreOptions(seq_len=512, batch_size=2, chunk=128))
+    assert report.truncated_sequences == 0
+    for rec, (item_id, messages) in zip(records, (("gym1", GYM1), ("gym2", GYM2))):
+        steps = rec["steps"]
+        full = reference(torch_model, tokenizer, messages)
+        assert rec["item_id"] == item_id and len(steps) == len(full)
         for k, got in enumerate(steps):
-            nll_sum, nll_mean, tokens = reference(torch_model, tokenizer, messages, k)
+            nll_sum, nll_mean, tokens = full[k]
             assert got["tokens"] == tokens
             np.testing.assert_allclose([got["nll_sum"], got["nll_mean"]], [nll_sum, nll_mean], rtol=1e-4, atol=1e-4)
             for variant, key, derived in (("prompt_only", "nll_mean_prompt_only", "ifd"),
@@ -128,7 +134,7 @@ def test_score_two_agentgym_trajectories_against_pytorch(smollm2_dir, tokenizer,
                 if alt_messages is None:
                     assert got[key] is None and got[derived] is None, (item_id, k, variant)
                     continue
-                alt = reference(torch_model, tokenizer, alt_messages, -1)[1]
+                alt = reference(torch_model, tokenizer, alt_messages)[-1][1]
                 np.testing.assert_allclose(got[key], alt, rtol=1e-4, atol=1e-4)
                 want = nll_mean / alt if variant == "prompt_only" else alt - nll_mean
                 np.testing.assert_allclose(got[derived], want, rtol=1e-3, atol=2e-4)
