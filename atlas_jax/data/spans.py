@@ -11,9 +11,10 @@ Definition (DESIGN.md): a step's tokens are exactly those transformers marks wit
   dropped (template glue between turns, e.g. Qwen's newline after <|im_end|>), and starts where
   the generation prompt P (the turns before it, with add_generation_prompt) ends inside U. When P
   is a prefix of U that is len(P). Mistral v0.3 folds the system message into the *last* user
-  turn, so P (ending with a user turn) carries it and U (ending with the step) does not: then the
-  step starts after the longest suffix of P that U contains, found after their common prefix
-  (P = "...[INST] sys\n\nobs[/INST]", U = "...[INST] obs[/INST] step</s>": after "obs[/INST]").
+  turn, so P (ending with a user turn) carries it and U (ending with the step) does not: P is U's
+  prefix with the system text inserted, and the step starts after the longest end of P that U
+  continues with after their common prefix (P = "...[INST] sys\n\nobs[/INST]",
+  U = "...[INST] obs[/INST] step</s>": after "obs[/INST]"). Other rewrites are errors.
   F is tokenized once, as a whole; characters map to tokens by overlap, the rule transformers
   uses for its mask.
 """
@@ -63,23 +64,17 @@ def step_char_spans(tokenizer: Any, messages: Sequence[dict], chat_template: str
 
 def generation_start(prompt: str, upto: str) -> int | None:
     """Where the model's output starts in ``upto`` (the turns through a step) given ``prompt`` (the
-    turns before it with the generation prompt); None when the two cannot be aligned unambiguously."""
+    turns before it with the generation prompt). Either ``prompt`` is a prefix of ``upto``, or it is
+    ``upto``'s prefix with text inserted (Mistral's system message): after their common prefix, the
+    longest end of ``prompt`` that ``upto`` continues with. None when neither holds."""
     if upto.startswith(prompt):
         return len(prompt)
     common = len(os.path.commonprefix([prompt, upto]))
     tail, rest = prompt[common:], upto[common:]
-
-    def found(k: int) -> bool:
-        return tail[len(tail) - k:] in rest
-
-    lo, hi = 0, len(tail)  # a suffix of length k occurs => every shorter one does: binary search
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if found(mid) else (lo, mid - 1)
-    suffix = tail[len(tail) - lo:]
-    if lo == 0 or rest.count(suffix) != 1:
-        return None
-    return common + rest.index(suffix) + lo
+    for k in range(min(len(tail), len(rest)), 0, -1):
+        if rest.startswith(tail[len(tail) - k:]):
+            return common + k
+    return None
 
 
 def token_step_ids(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> np.ndarray:

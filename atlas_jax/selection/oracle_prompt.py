@@ -46,7 +46,7 @@ Work in two stages.
 2. Critical steps: go through the sub-goals in order and, for each, identify the steps that are critical for \
 it under the criteria above. Routine steps that merely continue an obvious plan are not critical.
 
-Select at most {cap} critical steps in total ({ratio_text}). List them most important first (the list is cut \
+Select at most {cap} critical steps in total, out of the {n} selectable steps. List them most important first (the list is cut \
 at {cap} in that order), each with its step index, the number of the sub-goal it serves, one criterion name \
 from the list above and a short reason.
 
@@ -102,8 +102,7 @@ def build_messages(traj: Trajectory, cap: int, max_chars: int = 2000) -> list[di
     """The oracle's chat request; ``cap`` counts trainable steps (selectors.trajectory_cap)."""
     candidates = traj.trainable_steps
     n = len(candidates)
-    user = INSTRUCTIONS.format(cap=cap, candidates=_ranges(candidates), example=candidates[0],
-                               ratio_text=f"{cap} of the {n} selectable steps",
+    user = INSTRUCTIONS.format(cap=cap, n=n, candidates=_ranges(candidates), example=candidates[0],
                                trajectory=render_trajectory(traj, max_chars))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 

@@ -4,8 +4,9 @@ Every selector chooses among a trajectory's trainable steps (``Trajectory.traina
 turn the data marks ``loss: false``, such as AgentGym's "OK. I'll follow your instructions"
 acknowledgement) and returns a *ranked* list (most important first) already cut to the
 per-trajectory cap ``trajectory_cap(traj, ratio)`` = floor(ratio * trainable steps), at least 1, as
-in the paper (at most ~30% of the steps). Step indices are the data's (acknowledgement included). ``apply_token_budget`` can then trim the ranked lists to a
-global budget of step tokens; the mask keeps the surviving steps in step order.
+in the paper (at most ~30% of the steps). Step indices are the data's (acknowledgement included).
+``apply_token_budget`` can then trim the ranked lists to a global budget of step tokens; the mask
+keeps the surviving steps in step order.
 
 - ``all``: every trainable step (plain agent SFT as a mask; the ratio does not apply).
 - ``random``: a uniform sample, seeded per (seed, item_id), so a trajectory's choice does not

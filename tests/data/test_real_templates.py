@@ -104,7 +104,8 @@ def test_hand_checked_spans_on_the_real_templates(tokenizer):
     llama, text = steps("llama31")  # trims every message; a system block with dates
     assert llama == [ACK + "<|eot_id|>", "Thought:\nI see the red ball.\n\nAction:\nturn left<|eot_id|>",
                      "Thought:\n\tIt is ahead ✓\n\nAction:\ngo to red ball 1<|eot_id|>"]
-    assert "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are a careful agent.<|eot_id|>" in text
+    assert ("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+            "You are a careful agent.<|eot_id|>") in text
     qwen, _ = steps("qwen25")  # no trimming; the newline after <|im_end|> is not generated
     assert qwen == [ACK + "<|im_end|>", "\n Thought:\nI see the red ball.\n\nAction:\nturn left  \n<|im_end|>",
                     "Thought:\n\tIt is ahead ✓\n\nAction:\ngo to red ball 1<|im_end|>"]

@@ -45,8 +45,8 @@ def test_prompt_shows_the_task_context_and_offers_only_trainable_steps():
     assert all(c in text for c in CRITERIA)
     for name in ("Plan Creation", "Critical Observation", "Critical Action", "Self Correction"):
         assert name in text
-    assert "Only these steps may be selected: 1-4." in text and "Select at most 1 critical steps" in text
-    assert "1 of the 4 selectable steps" in text
+    assert "Only these steps may be selected: 1-4." in text
+    assert "Select at most 1 critical steps in total, out of the 4 selectable steps." in text
     assert text.index("1. Plan:") < text.index("2. Critical steps:")  # sub-goals first, then steps per sub-goal
     trajectory = text[text.index("# Task context"):]
     assert trajectory == (
