@@ -134,3 +134,20 @@ def test_mistral_step_starts_with_the_space_the_model_generates(spm_tokenizer):
         first = int(np.flatnonzero(step_ids == k)[0])
         assert tokens[first - 1] == "[/INST]" and tokens[first].startswith("▁"), (k, tokens[first - 1:first + 2])
         assert tokens[int(np.flatnonzero(step_ids == k)[-1])] == "</s>"
+
+
+def test_encoder_trains_on_the_whole_rendering_and_never_on_the_acknowledgement(smol_tokenizer):
+    """The trainer's encoder on SmolLM2's own template: token ids = the whole rendering tokenized at once;
+    weight mode all weighs steps 1 and 2, never the acknowledgement (step 0)."""
+    from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder
+    from atlas_jax.data.trajectory import parse_record
+
+    conv = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[x["role"]], "value": x["content"],
+             "loss": False if x["content"] == ACK else None} for x in CONVERSATIONS["system"]]
+    traj = parse_record({"item_id": "g", "conversations": conv}, "mem:1")
+    enc = TrajectoryEncoder(smol_tokenizer, EncodeOptions(weight_mode="all")).encode(traj)
+    text = smol_tokenizer.apply_chat_template(traj.messages(), tokenize=False)
+    assert enc.token_ids.tolist() == smol_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert sorted(set(enc.step_ids[enc.token_weights > 0].tolist())) == [1, 2]
+    assert (enc.step_ids == 0).sum() > 0 and not enc.token_weights[enc.step_ids == 0].any()
+    assert smol_tokenizer.decode(enc.token_ids[enc.step_ids == 0].tolist()) == ACK + "<|im_end|>"
