@@ -144,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
               f"step (training skips them): {', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}")
     written = write_mask(args.out, selections, meta)
     chosen = sum(len(s.ranked) for s in selections)
-    total = sum(s.num_steps for s in selections)
-    print(f"selector {args.selector}: {chosen}/{total} steps critical ({chosen / max(total, 1):.1%}) in {written} "
-          f"trajectories; wrote {args.out}")
+    trainable = {t.item_id: len(t.trainable_steps) for t in trajectories}
+    total = sum(trainable[s.item_id] for s in selections)
+    print(f"selector {args.selector}: {chosen}/{total} trainable steps critical ({chosen / max(total, 1):.1%}) in "
+          f"{written} trajectories; wrote {args.out}")
     if code:
         print(f"atlas-jax select: {len(trajectories) - written} trajectories failed and are not in the mask; "
               f"rerun to retry them (answers so far are cached) or pass --allow-failed", file=sys.stderr)
