@@ -72,8 +72,8 @@ def test_prompt_of_plain_data_numbers_steps_from_zero():
 
 def test_labels_through_failures(tmp_path):
     ids = list(SCRIPT)
-    with FakeOracle(SCRIPT) as server:
-        client = ChatClient(server.url, "fake-gpt", timeout=0.2, api_key=SECRET)
+    with FakeOracle(SCRIPT, sleep_s=2.0) as server:  # margins for a loaded machine: 0.8 s timeout, 2 s sleep
+        client = ChatClient(server.url, "fake-gpt", timeout=0.8, api_key=SECRET)
         sels, report = label_trajectories(trajs(ids), 0.5, client,
                                           OracleOptions(concurrency=4, cache_dir=str(tmp_path / "cache"), **FAST))
     assert sels["t_good"].ranked == [2, 1]
