@@ -1,8 +1,9 @@
-"""Chat templates with the structure of the real model families, with `{% generation %}` markers.
+"""Small chat templates with the structure of the model families, with `{% generation %}` markers.
 
-The real Llama 3.1, Mistral and Qwen2.5 templates have no markers; these copies keep their
-structure (headers, default system blocks, end-of-turn tokens) and wrap exactly what the model
-generates after the generation prompt in `{% generation %}`. ``strip_generation_markers`` gives
+For the tiny test/demo tokenizer. The real Llama 3.1, Mistral v0.3, Qwen2.5 and SmolLM2 templates
+(no markers) are test fixtures in tests/data/templates/, checked against marked copies there. These
+copies keep the families' structure (headers, default system blocks, end-of-turn tokens) and wrap
+exactly what the model generates after the generation prompt in `{% generation %}`. ``strip_generation_markers`` gives
 the marker-free twin that renders the same text, so the span finder can be checked against
 transformers' assistant mask on the marked one.
 """

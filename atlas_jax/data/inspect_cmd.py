@@ -1,8 +1,11 @@
 """`atlas-jax inspect --data TRAJ --tokenizer TOK [--mask MASK] [--json OUT]`: what training sees.
 
-Prints each trajectory as its chat template renders it, weighted tokens highlighted (green;
-other step tokens underlined; a tag with the step index and weight opens each step), followed
-by counts. ``--json OUT`` writes one JSON line per trajectory with per-token ``tokens``,
+Prints each trajectory's layout as every stage reads it (atlas_jax.data.trajectory): the task
+context (system, instruction, AgentGym's acknowledgement, the task), then each step with its
+index, whether it is trainable and its weight; then the conversation as its chat template renders
+it, weighted tokens highlighted (green; other step tokens underlined; a tag with the step index and
+weight, or "context", opens each step), followed by counts. ``--json OUT`` writes one JSON line per
+trajectory with ``layout`` (turns with role, kind, step index, trainable) and per-token ``tokens``,
 ``token_ids``, ``step`` (-1 outside steps) and ``weight`` ("-" writes to stdout).
 """
 from __future__ import annotations
@@ -33,11 +36,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
 
-def _render(tokens: list[str], steps, weights, color: bool) -> str:
+def layout(traj) -> list[dict]:
+    """Every turn: its role, what it is to the stages (system / instruction / task / acknowledgement /
+    step / observation), its step index and whether that step is trainable."""
+    step_of = {turn: k for k, turn in enumerate(traj.step_turn_indices)}
+    trainable = set(traj.trainable_steps)
+    last_context_user = max((i for i in range(traj.context_end) if traj.turns[i].role == "user"), default=-1)
+    out = []
+    for i, turn in enumerate(traj.turns):
+        entry = {"turn": i, "role": turn.role, "in_task_context": i < traj.context_end}
+        if turn.role == "assistant":
+            k = step_of[i]
+            entry.update(step=k, trainable=k in trainable,
+                         kind="step" if k in trainable else ("acknowledgement" if i < traj.context_end else "context"))
+        else:
+            entry["kind"] = ("system" if turn.role == "system" else "task" if i == last_context_user
+                             else "instruction" if i < traj.context_end else "observation")
+        out.append(entry)
+    return out
+
+
+def _describe(traj, turns: list[dict], step_tokens, step_weights) -> str:
+    lines = [f"task context (turns 0-{traj.context_end - 1}, everything before the first trainable step):"]
+    for entry in turns:
+        if entry["turn"] == traj.context_end:
+            lines.append("steps:")
+        text = traj.turns[entry["turn"]].content.strip().replace("\n", " ")
+        text = text if len(text) <= 70 else text[:67] + "..."
+        if "step" in entry:
+            k = entry["step"]
+            what = (f"trainable, weight {step_weights[k]:g}" if entry["trainable"]
+                    else f"{entry['kind']}, loss false: context, never trained or selected")
+            lines.append(f"  step {k} ({what}; {step_tokens[k]} tokens): {text}")
+        else:
+            lines.append(f"  [{entry['kind']}] {text}")
+    return "\n".join(lines)
+
+
+def _render(tokens: list[str], steps, weights, color: bool, trainable=None) -> str:
     out, prev_step = [], -1
     for text, step, weight in zip(tokens, steps, weights):
         if step >= 0 and step != prev_step:
-            tag = f"[step {step} w={weight:g}]"
+            tag = f"[step {step} w={weight:g}]" if trainable is None or step in trainable else f"[step {step} context]"
             out.append(f"{DIM}{tag}{RESET}" if color else tag)
         prev_step = step
         if not color:
@@ -53,7 +93,7 @@ def _render(tokens: list[str], steps, weights, color: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder
-    from atlas_jax.data.mask import check_mask_against, read_mask
+    from atlas_jax.data.mask import check_mask_against, read_mask, step_weights
     from atlas_jax.data.trajectory import read_trajectories
 
     trajectories, report = read_trajectories(args.data)
@@ -80,19 +120,27 @@ def run(args: argparse.Namespace) -> int:
             if enc is None:  # show it anyway: its tokens and steps, all weights 0 as training sees it
                 enc = encoder.encode(traj, np.zeros(traj.num_steps, np.float32))
             tokens = [encoder.tokenizer.decode([int(i)]) for i in enc.token_ids]
+            turns = layout(traj)
             if json_out is not None:
                 json_out.write(json.dumps({
-                    "item_id": traj.item_id, "num_steps": traj.num_steps, "trained": trained, "tokens": tokens,
+                    "item_id": traj.item_id, "num_steps": traj.num_steps, "trainable_steps": list(traj.trainable_steps),
+                    "layout": turns, "trained": trained, "tokens": tokens,
                     "token_ids": enc.token_ids.tolist(), "step": enc.step_ids.tolist(),
                     "weight": [float(w) for w in enc.token_weights]}) + "\n")
             if json_out is sys.stdout or (args.limit and printed >= args.limit):
                 continue
             printed += 1
             weighted_steps = sorted({int(s) for s, w in zip(enc.step_ids, enc.token_weights) if w > 0})
-            print(f"=== {traj.item_id} ({traj.source}): {traj.num_steps} steps, weighted steps {weighted_steps}, "
+            print(f"=== {traj.item_id} ({traj.source}): {traj.num_steps} steps ({len(traj.trainable_steps)} trainable: "
+                  f"{list(traj.trainable_steps)}), weighted steps {weighted_steps}, "
                   f"{len(enc.token_ids)} tokens, {int((enc.token_weights > 0).sum())} weighted"
                   + ("" if trained else " -- NOT TRAINED ON (no weighted tokens or no mask entry)"))
-            print(_render(tokens, enc.step_ids.tolist(), enc.token_weights.tolist(), color))
+            weights = step_weights(traj, mode, mask, unmasked=args.unmasked) if trained else None
+            weights = np.zeros(traj.num_steps, np.float32) if weights is None else weights
+            all_steps = encoder.encode(traj, weights).step_ids  # before length handling: every step's tokens
+            counts = np.bincount(all_steps[all_steps >= 0], minlength=traj.num_steps)
+            print(_describe(traj, turns, counts, weights))
+            print(_render(tokens, enc.step_ids.tolist(), enc.token_weights.tolist(), color, set(traj.trainable_steps)))
             print()
     finally:
         if json_out is not None and json_out is not sys.stdout:

@@ -4,10 +4,14 @@ Mask JSONL (the output of `atlas-jax select`), one line per trajectory:
 ``{"item_id", "num_steps", "critical": [step indices], "weights": [optional floats], "selector": {...}}``.
 ``weights[k]`` is the weight of step ``critical[k]``; without ``weights`` every critical step weighs 1.
 
+Step indices count every assistant turn (atlas_jax.data.trajectory); a mask never names a step
+the data marks ``loss: false`` (AgentGym's acknowledgement): such a mask is an error.
+
 Weight modes:
 - ``mask``: ATLaS; critical steps carry their weight, every other step 0.
-- ``all``: plain agent SFT; every assistant turn weighs 1.
-- ``agentgym``: each assistant turn's own ``loss`` flag (true or missing -> 1, false -> 0), as AgentGym trains.
+- ``all``: plain agent SFT; every trainable step weighs 1, the acknowledgement 0.
+- ``agentgym``: each assistant turn's own ``loss`` flag (true or missing -> 1, false -> 0), as AgentGym
+  trains; by the definition of trainable steps this gives the same weights as ``all``.
 """
 from __future__ import annotations
 
@@ -108,7 +112,9 @@ def step_weights(traj: Trajectory, mode: str, mask: Mapping[str, MaskEntry] | No
     "error" (default), "skip" (caller counts it) or "all" (train on every step).
     """
     if mode == "all":
-        return np.ones(traj.num_steps, np.float32)
+        out = np.zeros(traj.num_steps, np.float32)
+        out[list(traj.trainable_steps)] = 1.0
+        return out
     if mode == "agentgym":
         return np.array([0.0 if t.loss is False else 1.0 for t in traj.step_turns], np.float32)
     if mode != "mask":
@@ -123,8 +129,12 @@ def step_weights(traj: Trajectory, mode: str, mask: Mapping[str, MaskEntry] | No
             raise MaskError(f"{traj.source} item_id={traj.item_id!r}: no entry in the mask file; set "
                             f"unmasked (data.encode.unmasked, inspect --unmasked) to 'skip' or 'all' to handle "
                             f"trajectories without one")
-        return None if unmasked == "skip" else np.ones(traj.num_steps, np.float32)
+        return None if unmasked == "skip" else step_weights(traj, "all")
     if entry.num_steps != traj.num_steps:
         raise MaskError(f"{entry.source} item_id={traj.item_id!r}: mask says num_steps={entry.num_steps} but the "
                         f"trajectory has {traj.num_steps} assistant turns")
+    context = sorted(set(entry.critical) - set(traj.trainable_steps))
+    if context:
+        raise MaskError(f"{entry.source} item_id={traj.item_id!r}: critical step {context[0]} is marked loss: false "
+                        f"in the data (context such as AgentGym's acknowledgement), never a trainable step")
     return entry.step_weights()

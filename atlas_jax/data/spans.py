@@ -4,14 +4,23 @@ Definition (DESIGN.md): a step's tokens are exactly those transformers marks wit
 ``return_assistant_tokens_mask=True`` for a template with `{% generation %}` markers.
 
 - ``markers``: the template has markers; take transformers' mask and number its runs 0..n-1.
-- ``prefix``: the template has none (the real Llama 3.1 / Mistral / Qwen2.5 templates). Step k's
-  text is what rendering the turns up to and including it adds after rendering the turns
-  before it with the generation prompt, i.e. what the model generates, with trailing
-  whitespace dropped (template glue between turns, e.g. Qwen's newline after <|im_end|>).
-  Characters map to tokens by overlap, the rule transformers uses for its mask.
+- ``prefix``: the template has none (the real Llama 3.1 / Mistral / Qwen2.5 / SmolLM2 templates).
+  Step k's text is what the model generates after the generation prompt: U = the rendering of
+  the turns up to and including step k must be a prefix of the whole rendering F (else the
+  template rewrites history and needs markers); the step ends where U ends, trailing whitespace
+  dropped (template glue between turns, e.g. Qwen's newline after <|im_end|>), and starts where
+  the generation prompt P (the turns before it, with add_generation_prompt) ends inside U. When P
+  is a prefix of U that is len(P). Mistral v0.3 folds the system message into the *last* user
+  turn, so P (ending with a user turn) carries it and U (ending with the step) does not: P is U's
+  prefix with the system text inserted, and the step starts after the longest end of P that U
+  continues with after their common prefix (P = "...[INST] sys\n\nobs[/INST]",
+  U = "...[INST] obs[/INST] step</s>": after "obs[/INST]"). Other rewrites are errors.
+  F is tokenized once, as a whole; characters map to tokens by overlap, the rule transformers
+  uses for its mask.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,17 +48,33 @@ def step_char_spans(tokenizer: Any, messages: Sequence[dict], chat_template: str
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=chat_template)
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=chat_template)
         upto = render(tokenizer, messages[:i + 1], chat_template=chat_template)
-        if not upto.startswith(before) or not full.startswith(upto):
+        start = generation_start(prompt, upto)
+        if start is None or not full.startswith(upto):
             raise SpanError(f"{where}: the chat template renders the conversation before assistant turn {len(spans)} "
                             "differently depending on what follows, so its span cannot be found by prefixes; "
                             "add {% generation %} markers to the template")
-        start, end = len(before), len(upto.rstrip())
+        end = len(upto.rstrip())
         if end <= start:
             raise SpanError(f"{where}: assistant turn {len(spans)} renders to no text")
         spans.append((start, end))
     return full, spans
+
+
+def generation_start(prompt: str, upto: str) -> int | None:
+    """Where the model's output starts in ``upto`` (the turns through a step) given ``prompt`` (the
+    turns before it with the generation prompt). Either ``prompt`` is a prefix of ``upto``, or it is
+    ``upto``'s prefix with text inserted (Mistral's system message): after their common prefix, the
+    longest end of ``prompt`` that ``upto`` continues with. None when neither holds."""
+    if upto.startswith(prompt):
+        return len(prompt)
+    common = len(os.path.commonprefix([prompt, upto]))
+    tail, rest = prompt[common:], upto[common:]
+    for k in range(min(len(tail), len(rest)), 0, -1):
+        if rest.startswith(tail[len(tail) - k:]):
+            return common + k
+    return None
 
 
 def token_step_ids(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -6,8 +6,17 @@ Formats (detected per record):
 - OpenAI messages: ``{"item_id" | "id", "messages": [{"role", "content"}, ...]}``.
 Files are JSONL (one record a line) or JSON (a list of records, or one record).
 
-A trajectory's steps are its assistant turns, numbered 0..n-1; the first user turn is the
-task prompt and later user turns are environment observations.
+Steps and task context (DESIGN.md; the one definition every stage uses):
+- a trajectory's *steps* are its assistant turns, numbered 0..n-1 in order; ``num_steps`` = n and
+  mask files index steps this way;
+- a step marked ``"loss": false`` (AgentGym's acknowledgement "OK. I'll follow your instructions
+  ...") is context: never trained, selected or offered to the oracle; the other steps are the
+  *trainable steps*;
+- the *task context* is every turn before the first trainable step: the system turn, the
+  instruction, the acknowledgement and, in AgentGym's layout, the first observation, which
+  carries the goal. Plain ShareGPT/OpenAI data: system turn + first user turn.
+- an *observation* is a user turn after the first trainable step; the observation of step k is
+  the user turn right before it, if that turn is not part of the task context.
 """
 from __future__ import annotations
 
@@ -51,13 +60,39 @@ class Trajectory:
         return sum(t.role == "assistant" for t in self.turns)
 
     @property
+    def step_turn_indices(self) -> tuple[int, ...]:
+        """Index into ``turns`` of each step."""
+        return tuple(i for i, t in enumerate(self.turns) if t.role == "assistant")
+
+    @property
+    def trainable_steps(self) -> tuple[int, ...]:
+        """Steps that may be trained and selected: those not marked ``loss: false``."""
+        return tuple(k for k, t in enumerate(self.step_turns) if t.loss is not False)
+
+    @property
+    def context_end(self) -> int:
+        """Index into ``turns`` of the first trainable step: the task context is ``turns[:context_end]``."""
+        return self.step_turn_indices[self.trainable_steps[0]]
+
+    @property
+    def task_context(self) -> tuple[Turn, ...]:
+        return self.turns[:self.context_end]
+
+    @property
     def task_prompt(self) -> str:
-        return next(t.content for t in self.turns if t.role == "user")
+        """The task as the data states it: the last user turn of the task context (the goal in AgentGym's layout)."""
+        return next(t.content for t in reversed(self.task_context) if t.role == "user")
+
+    def observation_turn(self, step: int) -> int | None:
+        """Index into ``turns`` of the observation right before ``step``; None when the turn before it
+        belongs to the task context (the first trainable step and everything before it)."""
+        before = self.step_turn_indices[step] - 1
+        return before if before >= self.context_end and self.turns[before].role == "user" else None
 
     @property
     def observations(self) -> tuple[str, ...]:
-        users = [t.content for t in self.turns if t.role == "user"]
-        return tuple(users[1:])
+        """User turns after the task context, in order."""
+        return tuple(t.content for t in self.turns[self.context_end:] if t.role == "user")
 
     def messages(self) -> list[dict[str, str]]:
         """The conversation as chat-template messages."""
@@ -141,6 +176,9 @@ def parse_record(obj: Any, where: str) -> Trajectory:
         raise _fail(where, item_id, "no assistant turn", "conversation has no assistant/gpt turn (no steps)")
     if next(t.role for t in turns if t.role != "system") != "user":
         raise _fail(where, item_id, "no task prompt", "the first non-system turn must be the user's task prompt")
+    if all(t.loss is False for t in turns if t.role == "assistant"):
+        raise _fail(where, item_id, "no trainable step", "every assistant turn is marked loss: false; nothing "
+                    "to train or select")
     return Trajectory(item_id, tuple(turns), where)
 
 

@@ -23,7 +23,7 @@ from atlas_jax.data.trajectory import Trajectory
 from atlas_jax.selection.oracle_cache import OracleCache
 from atlas_jax.selection.oracle_client import ChatClient, OracleCallError
 from atlas_jax.selection.oracle_prompt import PROMPT_VERSION, OracleAnswerError, build_messages, parse_answer
-from atlas_jax.selection.selectors import Selection, step_cap
+from atlas_jax.selection.selectors import Selection, trajectory_cap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ def label_trajectories(trajectories: Sequence[Trajectory], ratio: float, client:
                 sleep(delay)
             try:
                 content = client.complete(messages)
-                answer = parse_answer(content, traj.num_steps, cap)
+                answer = parse_answer(content, traj.num_steps, cap, traj.trainable_steps)
             except (OracleCallError, OracleAnswerError) as e:
                 error = e
                 with lock:
@@ -124,13 +124,13 @@ def label_trajectories(trajectories: Sequence[Trajectory], ratio: float, client:
 
     todo = []
     for traj in trajectories:
-        cap = step_cap(traj.num_steps, ratio)
+        cap = trajectory_cap(traj, ratio)
         messages = build_messages(traj, cap, options.max_chars)
         key = cache.key(messages) if cache is not None else ""
         cached = cache.get(traj.item_id, key) if cache is not None else None
         if cached is not None:
             try:
-                accept(traj, parse_answer(cached, traj.num_steps, cap))
+                accept(traj, parse_answer(cached, traj.num_steps, cap, traj.trainable_steps))
                 report.cached += 1
                 continue
             except OracleAnswerError:

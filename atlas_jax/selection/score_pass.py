@@ -5,7 +5,9 @@
 Per-step metrics (see scores_io.STEP_FIELDS): token count, nll_sum / nll_mean / entropy_mean given
 the full history, nll_mean_prompt_only and ifd = nll_mean / nll_mean_prompt_only, nll_mean_no_obs
 and obs_dependence = nll_mean_no_obs - nll_mean. A metric is null when its sequence had to be cut
-to seq_len (the step is then marked ``truncated``) or, for obs_dependence, at step 0.
+to seq_len (the step is then marked ``truncated``); ifd and obs_dependence are null for steps
+without that counterfactual (variants.py): context steps (``loss: false``) have neither, the first
+trainable step has no obs_dependence.
 """
 from __future__ import annotations
 
@@ -177,7 +179,7 @@ def _records(trajectories, sequences, sums, variants) -> list[dict]:
             for variant, mean_key in (("prompt_only", "nll_mean_prompt_only"), ("no_obs", "nll_mean_no_obs")):
                 if variant not in variants:
                     continue
-                alt = by_variant.get((traj.item_id, variant, k))  # absent: no_obs at step 0
+                alt = by_variant.get((traj.item_id, variant, k))  # absent: no such counterfactual
                 rec[mean_key] = None if alt is None else _mean(float(alt[1]), alt[0])
                 truncated |= alt is None and (traj.item_id, variant, k) in by_variant
             if "prompt_only" in variants:

@@ -4,9 +4,10 @@
      "steps": [{"index", "tokens", "nll_sum", "nll_mean", "entropy_mean",
                 "nll_mean_prompt_only", "ifd", "nll_mean_no_obs", "obs_dependence", "truncated"}]}
 
-Metrics are nats per token; null where a sequence had to be cut to seq_len (``truncated``) and
-for obs_dependence at step 0. nll_mean_prompt_only/ifd and nll_mean_no_obs/obs_dependence are
-present only when their variant ran.
+Metrics are nats per token; null where a sequence had to be cut to seq_len (``truncated``); ifd and
+obs_dependence are null for context steps (``loss: false``), obs_dependence also for the first
+trainable step (it follows the task context, not an observation). nll_mean_prompt_only/ifd and
+nll_mean_no_obs/obs_dependence are present only when their variant ran.
 """
 from __future__ import annotations
 

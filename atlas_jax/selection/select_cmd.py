@@ -16,7 +16,8 @@ from atlas_jax.selection.selectors import DEFAULT_COMBINE, SELECTORS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selector", required=True, choices=SELECTORS)
-    parser.add_argument("--ratio", type=float, default=0.3, help="per-trajectory cap: floor(R*steps), at least 1")
+    parser.add_argument("--ratio", type=float, default=0.3,
+                        help="per-trajectory cap: floor(R * trainable steps), at least 1")
     parser.add_argument("--data", required=True, nargs="+", help="trajectory files (JSONL/JSON)")
     parser.add_argument("--out", required=True, help="mask JSONL to write")
     parser.add_argument("--scores", help="scores JSONL from `atlas-jax score` (perplexity, score; token counts)")
@@ -81,7 +82,8 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
             meta.update(metric="nll_mean")
         else:
             combine = S.parse_combine(args.combine)
-            values = {t.item_id: S.combined_scores(S.scores_for(t, scores), combine) for t in trajectories}
+            values = {t.item_id: S.combined_scores(S.scores_for(t, scores), combine, t.trainable_steps)
+                      for t in trajectories}
             meta.update(combine=combine)
         return [S.select_top(t, args.ratio, values[t.item_id]) for t in trajectories], {**meta, "model": model}, 0
     from atlas_jax.selection.oracle import OracleOptions, label_trajectories
@@ -142,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
               f"step (training skips them): {', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}")
     written = write_mask(args.out, selections, meta)
     chosen = sum(len(s.ranked) for s in selections)
-    total = sum(s.num_steps for s in selections)
-    print(f"selector {args.selector}: {chosen}/{total} steps critical ({chosen / max(total, 1):.1%}) in {written} "
-          f"trajectories; wrote {args.out}")
+    trainable = {t.item_id: len(t.trainable_steps) for t in trajectories}
+    total = sum(trainable[s.item_id] for s in selections)
+    print(f"selector {args.selector}: {chosen}/{total} trainable steps critical ({chosen / max(total, 1):.1%}) in "
+          f"{written} trajectories; wrote {args.out}")
     if code:
         print(f"atlas-jax select: {len(trajectories) - written} trajectories failed and are not in the mask; "
               f"rerun to retry them (answers so far are cached) or pass --allow-failed", file=sys.stderr)

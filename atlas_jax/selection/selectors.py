@@ -1,11 +1,14 @@
 """Selectors: which steps of each trajectory are critical.
 
-Every selector returns, per trajectory, a *ranked* list of steps (most important first) already
-cut to the per-trajectory cap ``step_cap(num_steps, ratio)`` = floor(ratio * n), at least 1, as in
-the paper (at most ~30% of the steps). ``apply_token_budget`` can then trim the ranked lists to a
-global budget of step tokens; the mask keeps the surviving steps in step order.
+Every selector chooses among a trajectory's trainable steps (``Trajectory.trainable_steps``: never a
+turn the data marks ``loss: false``, such as AgentGym's "OK. I'll follow your instructions"
+acknowledgement) and returns a *ranked* list (most important first) already cut to the
+per-trajectory cap ``trajectory_cap(traj, ratio)`` = floor(ratio * trainable steps), at least 1, as
+in the paper (at most ~30% of the steps). Step indices are the data's (acknowledgement included).
+``apply_token_budget`` can then trim the ranked lists to a global budget of step tokens; the mask
+keeps the surviving steps in step order.
 
-- ``all``: every step (plain agent SFT as a mask; the ratio does not apply).
+- ``all``: every trainable step (plain agent SFT as a mask; the ratio does not apply).
 - ``random``: a uniform sample, seeded per (seed, item_id), so a trajectory's choice does not
   depend on file order or on the other trajectories.
 - ``noncritical``: a seeded sample of the steps *not* in a reference mask (the paper's
@@ -13,10 +16,6 @@ global budget of step tokens; the mask keeps the surviving steps in step order.
 - ``perplexity``: the highest base-model nll_mean (the paper's perplexity baseline).
 - ``score``: the highest weighted sum of per-trajectory z-scored metrics from the scoring pass.
 - ``oracle``: an LLM's answer (atlas_jax.selection.oracle); ranked in the order it listed them.
-
-``random``, ``noncritical``, ``perplexity`` and ``score`` choose among ``candidate_steps``: turns
-the trajectory itself marks ``"loss": false`` (AgentGym's boilerplate "OK. I'll follow your
-instructions" acknowledgement) are never selected, unless no other step exists.
 """
 from __future__ import annotations
 
@@ -60,19 +59,23 @@ def item_rng(seed: int, item_id: str) -> np.random.Generator:
 
 
 def candidate_steps(traj: Trajectory) -> list[int]:
-    """Steps a selector may choose: all but the turns the data marks ``loss: false``."""
-    steps = [k for k, turn in enumerate(traj.step_turns) if turn.loss is not False]
-    return steps or list(range(traj.num_steps))
+    """Steps a selector may choose: the trainable steps (never a ``loss: false`` turn)."""
+    return list(traj.trainable_steps)
+
+
+def trajectory_cap(traj: Trajectory, ratio: float) -> int:
+    """The per-trajectory cap, counted on trainable steps: floor(ratio * trainable), at least one."""
+    return step_cap(len(traj.trainable_steps), ratio)
 
 
 def select_all(traj: Trajectory) -> Selection:
-    return Selection(traj.item_id, traj.num_steps, list(range(traj.num_steps)))
+    return Selection(traj.item_id, traj.num_steps, candidate_steps(traj))
 
 
 def select_random(traj: Trajectory, ratio: float, seed: int) -> Selection:
     candidates = np.array(candidate_steps(traj), np.int64)
     order = candidates[item_rng(seed, traj.item_id).permutation(len(candidates))]
-    return Selection(traj.item_id, traj.num_steps, [int(i) for i in order[:step_cap(traj.num_steps, ratio)]])
+    return Selection(traj.item_id, traj.num_steps, [int(i) for i in order[:trajectory_cap(traj, ratio)]])
 
 
 def select_noncritical(traj: Trajectory, ratio: float, seed: int, reference: MaskEntry) -> Selection:
@@ -81,13 +84,13 @@ def select_noncritical(traj: Trajectory, ratio: float, seed: int, reference: Mas
                          f"num_steps={reference.num_steps}, the trajectory has {traj.num_steps}")
     rest = np.array(sorted(set(candidate_steps(traj)) - set(reference.critical)), np.int64)
     order = rest[item_rng(seed, traj.item_id).permutation(len(rest))]
-    return Selection(traj.item_id, traj.num_steps, [int(i) for i in order[:step_cap(traj.num_steps, ratio)]])
+    return Selection(traj.item_id, traj.num_steps, [int(i) for i in order[:trajectory_cap(traj, ratio)]])
 
 
 def select_top(traj: Trajectory, ratio: float, values: Sequence[float | None]) -> Selection:
     """Highest values first; ties by step index; steps without a value (truncated) come last."""
     order = sorted(candidate_steps(traj), key=lambda k: (values[k] is None, -(values[k] or 0.0), k))
-    return Selection(traj.item_id, traj.num_steps, order[:step_cap(traj.num_steps, ratio)])
+    return Selection(traj.item_id, traj.num_steps, order[:trajectory_cap(traj, ratio)])
 
 
 def parse_combine(text: str) -> dict[str, float]:
@@ -115,13 +118,18 @@ def metric_values(record: dict, name: str) -> list[float | None]:
     return [s.get(name) for s in steps]
 
 
-def combined_scores(record: dict, combine: Mapping[str, float]) -> list[float | None]:
-    """Σ weight · z(metric) per step, z-scored within the trajectory; a missing value counts as the mean."""
+def combined_scores(record: dict, combine: Mapping[str, float],
+                    steps: Sequence[int] | None = None) -> list[float | None]:
+    """Σ weight · z(metric) per step, z-scored within the trajectory over ``steps`` (default: all; pass the
+    trainable steps so context turns do not shift the statistics); a missing value counts as the mean;
+    steps outside ``steps`` get None."""
     total = np.zeros(record["num_steps"])
     known = np.zeros(record["num_steps"], bool)
+    inside = np.zeros(record["num_steps"], bool)
+    inside[list(range(record["num_steps"]) if steps is None else steps)] = True
     for name, weight in combine.items():
         values = metric_values(record, name)
-        have = np.array([v is not None for v in values])
+        have = np.array([v is not None for v in values]) & inside
         if not have.any():
             continue
         x = np.array([v if v is not None else 0.0 for v in values], np.float64)

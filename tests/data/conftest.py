@@ -15,11 +15,20 @@ def write_jsonl(path, records) -> str:
     return str(path)
 
 
+ACK = "OK. I'll follow your instructions and try my best to solve the task."
+
+
 def agenttraj(item_id: str, steps: list[str], observations: list[str] | None = None, task: str = "Go to the red key.",
-              losses: list | None = None, system: str | None = None) -> dict:
-    """An AgentTraj-L record: task, then step/observation pairs (the last step has no observation)."""
+              losses: list | None = None, system: str | None = None, instruction: str | None = None) -> dict:
+    """An AgentTraj-L record: task, then step/observation pairs (the last step has no observation).
+
+    With ``instruction``, AgentGym's layout: the instruction, the acknowledgement (step 0, loss false),
+    then ``task`` as the first observation; ``steps`` are then steps 1..n.
+    """
     observations = observations or [f"Observation: you see wall {i}." for i in range(len(steps) - 1)]
     conv = [{"from": "system", "value": system, "loss": None}] if system else []
+    if instruction is not None:
+        conv += [{"from": "human", "value": instruction, "loss": None}, {"from": "gpt", "value": ACK, "loss": False}]
     conv.append({"from": "human", "value": task, "loss": None})
     for i, step in enumerate(steps):
         conv.append({"from": "gpt", "value": step, "loss": None if losses is None else losses[i]})
@@ -29,9 +38,11 @@ def agenttraj(item_id: str, steps: list[str], observations: list[str] | None = N
 
 
 def corpus(n: int = 12) -> list[dict]:
-    """n trajectories of 1..4 steps with distinct texts (so sequences identify their trajectory)."""
+    """n trajectories of 1..4 trainable steps with distinct texts (so sequences identify their trajectory);
+    even ones in AgentGym's layout (instruction, acknowledgement = step 0, goal), odd ones plain ShareGPT."""
     return [agenttraj(f"traj_{i}", [f"Thought: plan {i}.{s}. Action: move {s}" for s in range(1 + i % 4)],
-                      task=f"Task {i}: reach the goal.") for i in range(n)]
+                      task=f"Task {i}: reach the goal.", instruction=None if i % 2 else "Act in the world.")
+            for i in range(n)]
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +64,25 @@ def tokenizer(tokenizer_dirs):
 def unmarked_tokenizer(tokenizer_dirs):
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(tokenizer_dirs["unmarked"])
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer():
+    """A tiny SentencePiece-style BPE as Llama 2 / Mistral ship it in tokenizer.json: "▁" for spaces (and
+    one prepended), byte fallback, no pre-tokenizer; [INST]/[/INST]/</s> as control tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from atlas_jax.data.tiny_tokenizer import _CORPUS
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    special = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"] + [f"<0x{b:02X}>" for b in range(256)]
+    tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainers.BpeTrainer(
+        vocab_size=600, special_tokens=special, show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
 @pytest.fixture(params=sorted(MARKED_TEMPLATES))

@@ -9,7 +9,8 @@ from atlas_jax.data.trajectory import parse_record
 from tests.data.conftest import agenttraj, write_jsonl
 
 STEPS = ["Thought: look. Action: look", "Action: pick up red key", "Action: open door", "Action: done"]
-TRAJ = parse_record(agenttraj("t", STEPS, losses=[True, None, False, True]), "mem:1")
+# AgentGym's layout: step 0 is the acknowledgement (loss false), STEPS are steps 1..4; step 3 is also loss false
+TRAJ = parse_record(agenttraj("t", STEPS, losses=[True, None, False, True], instruction="Act in the world."), "mem:1")
 
 
 def reference_step_ids(tokenizer, traj):
@@ -28,15 +29,15 @@ def reference_step_ids(tokenizer, traj):
 
 
 @pytest.mark.parametrize("mode,critical,weights,expected", [
-    ("mask", [1, 3], None, [0, 1, 0, 1]),
-    ("mask", [3, 0], [0.5, 2.0], [2.0, 0, 0, 0.5]),
-    ("all", None, None, [1, 1, 1, 1]),
-    ("agentgym", None, None, [1, 1, 0, 1]),  # loss flags True, None, False, True
+    ("mask", [1, 4], None, [0, 1, 0, 0, 1]),
+    ("mask", [4, 1], [0.5, 2.0], [0, 2.0, 0, 0, 0.5]),
+    ("all", None, None, [0, 1, 1, 0, 1]),  # every trainable step; never the acknowledgement
+    ("agentgym", None, None, [0, 1, 1, 0, 1]),  # loss flags False (ack), True, None, False, True
 ])
 def test_token_weights_per_mode(tmp_path, unmarked_tokenizer, tokenizer, mode, critical, weights, expected):
     mask = None
     if critical is not None:
-        entry = {"item_id": "t", "num_steps": 4, "critical": critical}
+        entry = {"item_id": "t", "num_steps": 5, "critical": critical}
         if weights is not None:
             entry["weights"] = weights
         mask = read_mask(write_jsonl(tmp_path / "mask.jsonl", [entry]))
@@ -92,6 +93,13 @@ def test_unmasked_trajectories_are_counted_per_policy(tmp_path, tokenizer):
     assert enc_empty.prepare(a) is None and enc_empty.report.no_weighted_tokens == 1
 
 
+def test_a_mask_naming_a_context_step_is_an_error(tmp_path, tokenizer):
+    for step in (0, 3):  # the acknowledgement, and a later loss-false turn
+        mask = read_mask(write_jsonl(tmp_path / "m.jsonl", [{"item_id": "t", "num_steps": 5, "critical": [1, step]}]))
+        with pytest.raises(MaskError, match=f"critical step {step} is marked loss: false"):
+            TrajectoryEncoder(tokenizer, EncodeOptions(), mask).prepare(TRAJ)
+
+
 def test_fit_length_hand_counts():
     #            0  1  2  3  4  5  6  7  8  9
     steps = np.array([-1, -1, 0, 0, -1, 1, 1, 1, -1, -1])
@@ -113,7 +121,7 @@ def test_fit_length_hand_counts():
 
 
 def test_prepare_drops_tail_and_reports_savings(tokenizer, tmp_path):
-    mask = read_mask(write_jsonl(tmp_path / "m.jsonl", [{"item_id": "t", "num_steps": 4, "critical": [1]}]))
+    mask = read_mask(write_jsonl(tmp_path / "m.jsonl", [{"item_id": "t", "num_steps": 5, "critical": [1]}]))
     encoder = TrajectoryEncoder(tokenizer, EncodeOptions(), mask)
     full = encoder.encode(TRAJ)
     prepared = encoder.prepare(TRAJ)
@@ -124,13 +132,15 @@ def test_prepare_drops_tail_and_reports_savings(tokenizer, tmp_path):
 
 
 def test_truncation_inside_a_weighted_span_is_reported(tokenizer, caplog):
-    encoder = TrajectoryEncoder(tokenizer, EncodeOptions(weight_mode="all", max_length=40))
-    full = encoder.encode(TRAJ)
-    cut_steps = sorted(set(full.step_ids[40:][full.step_ids[40:] >= 0].tolist()))
+    full = TrajectoryEncoder(tokenizer, EncodeOptions(weight_mode="all")).encode(TRAJ)
+    cut = int(np.flatnonzero(full.step_ids == 2)[2])  # three tokens into step 2
+    encoder = TrajectoryEncoder(tokenizer, EncodeOptions(weight_mode="all", max_length=cut))
+    cut_steps = sorted(set(full.step_ids[cut:][full.token_weights[cut:] > 0].tolist()))
+    assert cut_steps == [2, 4]  # step 3 is loss false: not weighted, not counted
     with caplog.at_level("WARNING"):
         prepared = encoder.prepare(TRAJ)
-    assert len(prepared.token_ids) == 40
+    assert len(prepared.token_ids) == cut
     stats = encoder.report.length
-    assert stats.truncated_weighted_tokens == int((full.token_weights[40:] > 0).sum()) > 0
-    assert stats.steps_cut + stats.steps_dropped == len(cut_steps)
-    assert f"item_id='t': max_length=40 cuts {stats.truncated_weighted_tokens} weighted tokens" in caplog.text
+    assert stats.truncated_weighted_tokens == int((full.token_weights[cut:] > 0).sum()) > 0
+    assert (stats.steps_cut, stats.steps_dropped) == (1, 1)
+    assert f"item_id='t': max_length={cut} cuts {stats.truncated_weighted_tokens} weighted tokens" in caplog.text

@@ -71,3 +71,30 @@ def test_inspect_shows_skipped_trajectories_with_zero_weight(tmp_path, corpus_fi
     recs = {r["item_id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert len(recs) == 12 and [i for i, r in recs.items() if r["trained"]] == ["traj_3"]
     assert all(max(r["weight"]) == 0 and max(r["step"]) >= 0 for i, r in recs.items() if i != "traj_3")
+
+
+def test_inspect_shows_task_context_acknowledgement_and_trainable_steps(tmp_path, tokenizer_dirs, capsys):
+    """traj_2 of the corpus, AgentGym's layout: instruction, acknowledgement (step 0), goal, steps 1-3."""
+    from tests.data.conftest import corpus
+    data = write_jsonl(tmp_path / "t.jsonl", corpus(3))
+    mask = write_jsonl(tmp_path / "mask.jsonl", [{"item_id": "traj_2", "num_steps": 4, "critical": [2]}])
+    out = tmp_path / "tokens.jsonl"
+    assert main(["inspect", "--data", data, "--tokenizer", tokenizer_dirs["unmarked"], "--mask", mask,
+                 "--item", "traj_2", "--json", str(out), "--color", "never"]) == 0
+    printed = capsys.readouterr().out
+    assert "=== traj_2" in printed and "4 steps (3 trainable: [1, 2, 3]), weighted steps [2]" in printed
+    lines = printed.splitlines()
+    start = lines.index("task context (turns 0-2, everything before the first trainable step):")
+    assert lines[start + 1] == "  [instruction] Act in the world."
+    assert lines[start + 2].startswith("  step 0 (acknowledgement, loss false: context, never trained or selected; ")
+    assert lines[start + 3] == "  [task] Task 2: reach the goal."
+    assert lines[start + 4] == "steps:"
+    assert lines[start + 5].startswith("  step 1 (trainable, weight 0; ")
+    assert lines[start + 7].startswith("  step 2 (trainable, weight 1; ")
+    assert "[step 0 context]OK. I'll follow" in printed and "[step 2 w=1]«Thought" in printed
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rec["trainable_steps"] == [1, 2, 3]
+    assert [(t["kind"], t.get("step"), t.get("trainable"), t["in_task_context"]) for t in rec["layout"]] == [
+        ("instruction", None, None, True), ("acknowledgement", 0, False, True), ("task", None, None, True),
+        ("step", 1, True, False), ("observation", None, None, False), ("step", 2, True, False),
+        ("observation", None, None, False), ("step", 3, True, False)]

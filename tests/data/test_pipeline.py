@@ -10,17 +10,25 @@ from atlas_jax.data.pipeline import DataConfig, TrainData, to_global_batch
 from atlas_jax.data.sequences import single_sequence_batch
 from atlas_jax.data.trajectory import read_trajectories
 
-SEQ_LEN = 96
+SEQ_LEN = 256
 
 
 def reference_sequences(tokenizer, path, max_length):
     """Unpacked training arrays per trajectory straight from transformers (mode "all"): the
-    assistant mask is the token weight; drop after the last weighted token, cut at max_length."""
+    assistant mask is the token weight, except on turns marked loss false (the acknowledgement);
+    drop after the last weighted token, cut at max_length."""
     out = {}
     for traj in read_trajectories(path)[0]:
         enc = tokenizer.apply_chat_template(traj.messages(), tokenize=True, return_dict=True,
                                             return_assistant_tokens_mask=True)
         ids, w = np.asarray(enc["input_ids"]), np.asarray(enc["assistant_masks"], np.float32)
+        starts = np.flatnonzero(np.diff(np.concatenate([[0], w])) == 1)
+        for turn, start in zip(traj.step_turns, starts):
+            if turn.loss is False:
+                end = start
+                while end < len(w) and w[end]:
+                    end += 1
+                w[start:end] = 0
         keep = min(int(np.flatnonzero(w)[-1]) + 1, max_length)
         row = single_sequence_batch(ids[:keep], w[:keep])
         out[traj.item_id] = {k: v[0] for k, v in row.items()}
@@ -110,8 +118,8 @@ def test_global_batch_is_sharded_over_data_and_fsdp(corpus_file, tokenizer_dirs)
 
 
 def test_config_errors_name_the_key(corpus_file, tokenizer_dirs):
-    with pytest.raises(ValueError, match="max_length=200 exceeds data.seq_len"):
-        config(corpus_file, tokenizer_dirs["marked"], encode=EncodeOptions(max_length=200))
+    with pytest.raises(ValueError, match="max_length=300 exceeds data.seq_len"):
+        config(corpus_file, tokenizer_dirs["marked"], encode=EncodeOptions(max_length=300))
     with pytest.raises(ValueError, match="global_batch_size=2 is not divisible by 3"):
         TrainData(config(corpus_file, tokenizer_dirs["marked"]), process_index=0, process_count=3)
     with pytest.raises(ValueError, match="needs a mask file"):

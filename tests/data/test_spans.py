@@ -71,3 +71,13 @@ def test_template_that_rewrites_history_is_rejected_without_markers(tokenizer):
     assert not has_generation_markers(template)
     with pytest.raises(SpanError, match="generation"):
         encode_steps(tokenizer, CONVERSATIONS["plain"], chat_template=template, where="f.jsonl:3")
+
+
+def test_generation_start_hand_cases():
+    from atlas_jax.data.spans import generation_start
+    assert generation_start("<s>[INST] a[/INST]", "<s>[INST] a[/INST] b</s>") == len("<s>[INST] a[/INST]")
+    # Mistral v0.3: the system text sits in the prompt's last user turn only
+    assert generation_start("<s>[INST] sys\n\nobs[/INST]", "<s>[INST] obs[/INST] step</s>") == len(
+        "<s>[INST] obs[/INST]")
+    # a generation prompt the rendered turn does not continue (e.g. an opened <think> block): not alignable
+    assert generation_start("<|im_start|>assistant\n<think>\n", "<|im_start|>assistant\nAct: x\ny<|im_end|>") is None

@@ -4,11 +4,12 @@ import json
 import pytest
 
 from atlas_jax.data.trajectory import TrajectoryError, read_trajectories
-from tests.data.conftest import agenttraj, write_jsonl
+from atlas_jax.data.trajectory import parse_record
+from tests.data.conftest import ACK, agenttraj, write_jsonl
 
 
 def test_three_formats_read_to_the_same_trajectory(tmp_path):
-    agent = agenttraj("a", ["Action: look", "Action: done"], ["Observation: wall"], losses=[False, True])
+    agent = agenttraj("a", ["Action: look", "Action: done"], ["Observation: wall"], losses=[None, True])
     sharegpt = {"id": "b", "conversations": [{"from": "human", "value": "Go to the red key."},
                                              {"from": "gpt", "value": "Action: look"},
                                              {"from": "human", "value": "Observation: wall"},
@@ -25,12 +26,27 @@ def test_three_formats_read_to_the_same_trajectory(tmp_path):
     assert (report.read, report.used, sum(report.rejected.values())) == (4, 4, 0)
     for t in trajs:
         assert t.messages() == openai["messages"]
-        assert t.num_steps == 2
+        assert t.num_steps == 2 and t.trainable_steps == (0, 1) and t.context_end == 1
         assert t.task_prompt == "Go to the red key."
         assert t.observations == ("Observation: wall",)
         assert [s.content for s in t.step_turns] == ["Action: look", "Action: done"]
-    assert [s.loss for s in trajs[0].step_turns] == [False, True]
+        assert t.observation_turn(0) is None and t.observation_turn(1) == 2
+    assert [s.loss for s in trajs[0].step_turns] == [None, True]
     assert trajs[1].source == f"{path}:2"
+
+
+def test_agentgym_layout_task_context_and_trainable_steps():
+    """turn 0 system, 1 instruction, 2 acknowledgement (step 0, loss false), 3 goal, 4 step 1, 5 obs, 6 step 2."""
+    record = agenttraj("g", ["Action: look", "Action: done"], ["Observation: wall"], task="Your goal: red key",
+                       system="You are an agent.", instruction="Every round I give you an observation.")
+    t = parse_record(record, "mem:1")
+    assert t.num_steps == 3 and t.trainable_steps == (1, 2) and t.step_turn_indices == (2, 4, 6)
+    assert t.context_end == 4
+    assert [x.content for x in t.task_context] == ["You are an agent.", "Every round I give you an observation.",
+                                                   ACK, "Your goal: red key"]
+    assert t.task_prompt == "Your goal: red key" and t.observations == ("Observation: wall",)
+    assert t.observation_turn(1) is None  # the turn before the first trainable step is the goal, not an observation
+    assert t.observation_turn(2) == 5
 
 
 GOOD = agenttraj("ok", ["Action: look"])
@@ -45,6 +61,9 @@ BAD_CASES = {
     "duplicate item_id": (GOOD, "already used at", "ok"),
     "missing item_id": ({"conversations": GOOD["conversations"]}, "no 'item_id'", None),
     "no assistant turn": ({"item_id": "n", "messages": [{"role": "user", "content": "t"}]}, "no assistant", "n"),
+    "no trainable step": ({"item_id": "k", "conversations": [{"from": "human", "value": "t"},
+                                                            {"from": "gpt", "value": "OK.", "loss": False}]},
+                          "every assistant turn is marked loss: false", "k"),
     "bad content": ({"item_id": "c", "messages": [{"role": "user", "content": "t"},
                                                  {"role": "assistant", "content": 3}]}, "must be a string", "c"),
 }
@@ -69,7 +88,7 @@ def test_skip_mode_counts_every_rejection_by_reason(tmp_path):
     assert report.read == 2 + len(BAD_CASES) and report.used == 2  # blank lines are not records
     assert sum(report.rejected.values()) == len(BAD_CASES)
     assert report.rejected["duplicate item_id"] == 1 and report.rejected["bad JSON"] == 1
-    assert "rejected 8" in report.summary()
+    assert f"rejected {len(BAD_CASES)}" in report.summary()
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

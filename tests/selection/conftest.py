@@ -15,9 +15,19 @@ def write_jsonl(path, records) -> str:
     return str(path)
 
 
-def agenttraj(item_id: str, steps: list[str], task: str, system: str | None = None) -> dict:
-    """AgentTraj-L record: task, then step/observation pairs (the last step has no observation)."""
+ACK = "OK. I'll follow your instructions and try my best to solve the task."
+
+
+def agenttraj(item_id: str, steps: list[str], task: str, system: str | None = None,
+              instruction: str | None = None) -> dict:
+    """AgentTraj-L record: task, then step/observation pairs (the last step has no observation).
+
+    With ``instruction``, AgentGym's layout: instruction, acknowledgement (step 0, loss false), then
+    ``task`` as the first observation, carrying the goal; ``steps`` are then steps 1..n.
+    """
     conv = [{"from": "system", "value": system}] if system else []
+    if instruction is not None:
+        conv += [{"from": "human", "value": instruction}, {"from": "gpt", "value": ACK, "loss": False}]
     conv.append({"from": "human", "value": task})
     for i, step in enumerate(steps):
         conv.append({"from": "gpt", "value": step})
@@ -27,12 +37,14 @@ def agenttraj(item_id: str, steps: list[str], task: str, system: str | None = No
 
 
 def corpus() -> list[dict]:
-    """Trajectories of 1..5 steps with distinct texts; one has a system prompt."""
+    """Trajectories of 1..5 trainable steps with distinct texts; even ones in AgentGym's layout
+    (instruction, acknowledgement, goal), odd ones plain; one of each has a system prompt."""
     out = []
     for i in range(5):
         steps = [f"Thought: step {s} of task {i}. Action: move forward {s}" for s in range(1 + i)]
         out.append(agenttraj(f"traj_{i}", steps, task=f"Task {i}: go to the green ball.",
-                             system="You are an agent." if i == 3 else None))
+                             system="You are an agent." if i in (2, 3) else None,
+                             instruction=None if i % 2 else "Every round you get an observation. Act."))
     return out
 
 

@@ -3,7 +3,9 @@
 ``script[item_id]`` is a list of behaviours, one per request for that item (the last repeats):
 good / 429 / 500 / 401 / sleep (longer than the client timeout, then good) / garbage (no JSON) /
 html (a body that is not a chat-completions response) / partial (JSON cut mid-way) /
-out_of_range / over_cap. The item is recognised from the task line of the prompt ("Task ID: ...").
+out_of_range / over_cap / names_ack. The item is recognised from the task line of the prompt ("Task ID: ...").
+Step indices are those of the test trajectories in AgentGym's layout: step 0 is the acknowledgement
+(never selectable), steps 1-4 the agent's steps.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GOOD = {"plan": "Find the key, then open the door.",
-        "critical_steps": [{"index": 1, "criterion": "critical_action", "reason": "decisive"},
-                           {"index": 0, "criterion": "plan_creation", "reason": "plans"}]}
+        "critical_steps": [{"index": 2, "subgoal": 1, "criterion": "critical_action", "reason": "decisive"},
+                           {"index": 1, "subgoal": 1, "criterion": "plan_creation", "reason": "plans"}]}
 
 
 def content_for(kind: str) -> str:
@@ -24,15 +26,18 @@ def content_for(kind: str) -> str:
     if kind == "garbage":
         return "I believe the second step matters most."
     if kind == "partial":
-        return ('{"plan": "Go.", "critical_steps": [{"index": 1, "criterion": "critical observation", '
-                '"reason": "saw it"}, {"index": 0, "crit')
+        return ('{"plan": "Go.", "critical_steps": [{"index": 2, "criterion": "critical observation", '
+                '"reason": "saw it"}, {"index": 1, "crit')
     if kind == "out_of_range":
         return json.dumps({"plan": "p", "critical_steps": [{"index": 99, "criterion": "critical_action"},
                                                            {"index": -1, "criterion": "critical_action"},
-                                                           {"index": "1", "criterion": "self_correction"}]})
+                                                           {"index": "2", "criterion": "self_correction"}]})
     if kind == "over_cap":
         return json.dumps({"plan": "p", "critical_steps": [{"index": k, "criterion": "critical_action"}
-                                                           for k in (2, 0, 1)]})
+                                                           for k in (3, 1, 2)]})
+    if kind == "names_ack":
+        return json.dumps({"plan": "p", "critical_steps": [{"index": 0, "criterion": "plan_creation"},
+                                                           {"index": 3, "criterion": "critical_action"}]})
     raise ValueError(kind)
 
 

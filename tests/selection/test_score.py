@@ -8,6 +8,7 @@ import pytest
 
 from atlas_jax.cli import main
 from atlas_jax.selection.scores_io import read_scores
+from tests.selection.conftest import ACK, write_jsonl
 
 
 def _runs(mask) -> list[list[int]]:
@@ -56,47 +57,89 @@ def scores(hf_dir, tokenizer_dir, traj_file, tmp_path_factory):
     """Scores from the CLI on the 8-device CPU mesh, short rows so sequences pack several to a row."""
     out = tmp_path_factory.mktemp("scores") / "scores.jsonl"
     rc = main(["score", "--model", hf_dir, "--tokenizer", tokenizer_dir, "--data", traj_file, "--out", str(out),
-               "--seq-len", "256", "--chunk", "64", "--batch-size", "8", "--dtype", "float32",
+               "--seq-len", "512", "--chunk", "64", "--batch-size", "8", "--dtype", "float32",
                "--group-size", "2"])  # three groups, one jitted step
     assert rc == 0
     return read_scores(out)
 
 
-def test_scores_match_transformers(scores, torch_model, tokenizer, traj_file):
+SYS, INSTR = "You are an agent.", "Every round you get an observation. Act."
+GOAL = "Your goal: go to the red key. You see a wall."
+S1, S2, S3 = "Thought: look first. Action: look", "Thought: take it. Action: pick up red key", "Action: open door"
+O1, O2 = "Observation: a red key on the table.", "Observation: you pick up the red key."
+T0, P0, P1, Q0 = "Task: go to the green ball.", "Action: move forward 1", "Action: done", "Observation: the ball."
+
+
+def m(*turns):
+    """Messages from (role letter, text): s system, u user, a assistant."""
+    return [{"role": {"s": "system", "u": "user", "a": "assistant"}[r], "content": c} for r, c in turns]
+
+
+GYM = m(("s", SYS), ("u", INSTR), ("a", ACK), ("u", GOAL), ("a", S1), ("u", O1), ("a", S2), ("u", O2), ("a", S3))
+PLAIN = m(("u", T0), ("a", P0), ("u", Q0), ("a", P1))
+# What each counterfactual conditions on, written out by hand (not rebuilt with the code's rules):
+# (messages, which assistant run is scored: -1 = the last)
+EXPECTED = {
+    "gym": {  # step 0 = the acknowledgement: scored in full only; the goal (GOAL) is in every prompt_only
+        "prompt_only": {1: (m(("s", SYS), ("u", INSTR), ("a", ACK), ("u", GOAL), ("a", S1)), -1),
+                        2: (m(("s", SYS), ("u", INSTR), ("a", ACK), ("u", GOAL), ("a", S2)), -1),
+                        3: (m(("s", SYS), ("u", INSTR), ("a", ACK), ("u", GOAL), ("a", S3)), -1)},
+        "no_obs": {2: (m(("s", SYS), ("u", INSTR), ("a", ACK), ("u", GOAL), ("a", S1), ("u", ""), ("a", S2)), -1),
+                   3: (m(("s", SYS), ("u", INSTR), ("a", ACK), ("u", GOAL), ("a", S1), ("u", O1), ("a", S2),
+                         ("u", ""), ("a", S3)), -1)}},
+    "plain": {"prompt_only": {0: (m(("u", T0), ("a", P0)), -1), 1: (m(("u", T0), ("a", P1)), -1)},
+              "no_obs": {1: (m(("u", T0), ("a", P0), ("u", ""), ("a", P1)), -1)}},
+}
+
+
+def test_scores_on_agentgym_layout_match_transformers_on_hand_written_variants(hf_dir, tokenizer_dir, tokenizer,
+                                                                              torch_model, tmp_path):
+    def record(item_id, messages):
+        conv = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[x["role"]], "value": x["content"],
+                 "loss": False if x["content"] == ACK else None} for x in messages]
+        return {"item_id": item_id, "conversations": conv}
+
+    data = write_jsonl(tmp_path / "t.jsonl", [record("gym", GYM), record("plain", PLAIN)])
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", "--model", hf_dir, "--tokenizer", tokenizer_dir, "--data", data, "--out", str(out),
+                 "--seq-len", "512", "--chunk", "64", "--batch-size", "8", "--dtype", "float32"]) == 0
+    scores = read_scores(out)
+    for item_id, messages in (("gym", GYM), ("plain", PLAIN)):
+        steps = scores[item_id]["steps"]
+        full = _reference(torch_model, tokenizer, [(messages, k) for k in range(len(steps))])
+        for k, got in enumerate(steps):
+            nll_sum, nll_mean, entropy_mean, tokens = full[k]
+            assert got["tokens"] == tokens and got["truncated"] is False
+            np.testing.assert_allclose([got["nll_sum"], got["nll_mean"], got["entropy_mean"]],
+                                       [nll_sum, nll_mean, entropy_mean], rtol=2e-5, atol=1e-5)
+            for variant, key, derived in (("prompt_only", "nll_mean_prompt_only", "ifd"),
+                                          ("no_obs", "nll_mean_no_obs", "obs_dependence")):
+                request = EXPECTED[item_id][variant].get(k)
+                if request is None:  # the acknowledgement; the first trainable step has no observation
+                    assert got[key] is None and got[derived] is None, (item_id, k, variant)
+                    continue
+                alt = _reference(torch_model, tokenizer, [request])[0][1]
+                np.testing.assert_allclose(got[key], alt, rtol=2e-5, atol=1e-5)
+                want = nll_mean / alt if variant == "prompt_only" else alt - nll_mean
+                np.testing.assert_allclose(got[derived], want, rtol=1e-3, atol=2e-5)
+    assert scores["gym"]["steps"][1]["ifd"] == pytest.approx(1.0, abs=1e-5)  # its history is its task context
+
+
+def test_scores_match_transformers_on_the_corpus(scores, torch_model, tokenizer, traj_file):
+    """Every step of the corpus (both layouts): full-history metrics against transformers."""
     from atlas_jax.data.trajectory import read_trajectories
 
     trajectories, _ = read_trajectories(traj_file)
     assert set(scores) == {t.item_id for t in trajectories}
-    checked = 0
     for traj in trajectories:
-        messages = traj.messages()
         steps = scores[traj.item_id]["steps"]
-        assistant_at = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        head = [m for m in messages[:1] if m["role"] == "system"]
-        first_user = next(m for m in messages if m["role"] == "user")
-        requests = [(messages, k) for k in range(len(steps))]  # full history
-        requests += [(head + [first_user, messages[assistant_at[k]]], -1) for k in range(len(steps))]  # task only
-        for k in range(1, len(steps)):  # the observation before step k blanked
-            blanked = [dict(m) for m in messages[:assistant_at[k] + 1]]
-            blanked[-2]["content"] = ""
-            requests.append((blanked, -1))
-        ref = _reference(torch_model, tokenizer, requests)
-        full, prompt_only, no_obs = ref[:len(steps)], ref[len(steps):2 * len(steps)], [None] + ref[2 * len(steps):]
+        ref = _reference(torch_model, tokenizer, [(traj.messages(), k) for k in range(len(steps))])
         for k, got in enumerate(steps):
-            nll_sum, nll_mean, entropy_mean, tokens = full[k]
-            assert got["tokens"] == tokens
-            np.testing.assert_allclose([got["nll_sum"], got["nll_mean"], got["entropy_mean"]],
-                                       [nll_sum, nll_mean, entropy_mean], rtol=2e-5, atol=1e-5)
-            np.testing.assert_allclose(got["nll_mean_prompt_only"], prompt_only[k][1], rtol=2e-5, atol=1e-5)
-            np.testing.assert_allclose(got["ifd"], nll_mean / prompt_only[k][1], rtol=5e-5)
-            if k == 0:
-                assert got["nll_mean_no_obs"] is None and got["obs_dependence"] is None
-            else:
-                np.testing.assert_allclose(got["nll_mean_no_obs"], no_obs[k][1], rtol=2e-5, atol=1e-5)
-                np.testing.assert_allclose(got["obs_dependence"], no_obs[k][1] - nll_mean, rtol=1e-3, atol=2e-5)
-            assert got["truncated"] is False
-            checked += 1
-    assert checked == sum(t.num_steps for t in trajectories)
+            np.testing.assert_allclose([got["nll_sum"], got["nll_mean"], got["entropy_mean"]], ref[k][:3],
+                                       rtol=2e-5, atol=1e-5)
+            assert got["tokens"] == ref[k][3] and got["truncated"] is False
+            trainable = traj.step_turns[k].loss is not False
+            assert (got["ifd"] is not None) == trainable  # no counterfactual for the acknowledgement
 
 
 def test_truncated_steps_are_null_and_reported(hf_dir, tokenizer_dir, traj_file, tmp_path, capsys):

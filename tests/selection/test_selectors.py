@@ -124,9 +124,15 @@ def test_select_cli_writes_masks_training_reads(tmp_path, capsys):
     assert "needs --scores" in capsys.readouterr().err
 
 
+def gym(item_id: str, n: int):
+    """AgentGym's layout: step 0 the acknowledgement (loss false), steps 1..n the agent's."""
+    return parse_record(agenttraj(item_id, [f"Action: a{k}" for k in range(1, n + 1)], task=f"Your goal: {item_id}",
+                                  instruction="Every round you get an observation."), "g:1")
+
+
 def test_loss_false_turns_are_never_candidates():
     """AgentGym's acknowledgement turn ("OK. I'll follow your instructions", loss false) is not a step
-    any selector may call critical, unless the trajectory has no other step."""
+    any selector may call critical; the cap counts trainable steps only."""
     record = {"item_id": "ack", "conversations": [
         {"from": "human", "value": "instructions", "loss": None},
         {"from": "gpt", "value": "OK. I'll follow your instructions.", "loss": False},
@@ -139,5 +145,47 @@ def test_loss_false_turns_are_never_candidates():
     assert S.select_top(t, 1.0, [9.0, 1.0, 2.0]).ranked == [2, 1]  # step 0 has the top value but is excluded
     reference = MaskEntry("ack", 3, (2,), None, "ref:1")
     assert S.select_noncritical(t, 1.0, 0, reference).ranked == [1]
-    only_ack = parse_record({"item_id": "only", "conversations": record["conversations"][:2]}, "test:2")
-    assert S.candidate_steps(only_ack) == [0]
+    assert S.select_all(t).ranked == [1, 2]
+
+
+@pytest.mark.parametrize("n,ratio,cap", [(10, 0.3, 3), (3, 0.3, 1), (6, 0.5, 3), (1, 0.3, 1)])
+def test_cap_is_computed_on_trainable_steps(n, ratio, cap):
+    """n trainable steps + the acknowledgement: the cap is floor(ratio * n), not floor(ratio * (n + 1))."""
+    t = gym("g", n)
+    assert t.num_steps == n + 1 and S.trajectory_cap(t, ratio) == cap
+    assert len(S.select_random(t, ratio, 0).ranked) == cap
+    assert len(S.select_top(t, ratio, [float(k) for k in range(n + 1)]).ranked) == cap
+    assert S.select_top(t, ratio, [100.0] + [0.0] * n).ranked[0] == 1  # the ack's top value is ignored
+    ranked = S.select_top(t, 1.0, [None] + [float(k) for k in range(1, n + 1)]).ranked
+    assert ranked == list(range(n, 0, -1))
+
+
+def test_score_z_scores_ignore_the_acknowledgement():
+    # nll of the ack would dominate the mean/std; z over steps 1-3 only: [_, -1.2247, 0, 1.2247]
+    rec = scores_record("g", nll_mean=[50.0, 1.0, 2.0, 3.0])
+    got = S.combined_scores(rec, {"nll_mean": 1.0}, steps=(1, 2, 3))
+    assert got[0] is None
+    np.testing.assert_allclose(got[1:], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)])
+
+
+def test_select_cli_on_agentgym_layout_never_writes_the_acknowledgement(tmp_path):
+    data = write_jsonl(tmp_path / "g.jsonl", [agenttraj(f"g{i}", [f"Action: a{k}" for k in range(1, 5 + i)],
+                                                        task=f"Your goal: g{i}", instruction="Act.")
+                                              for i in range(3)])  # 4, 5, 6 trainable steps
+    scores = write_jsonl(tmp_path / "s.jsonl", [  # the acknowledgement has the highest nll and obs_dependence
+        {k: v for k, v in scores_record(f"g{i}", nll_mean=[9.0] + [float(k) for k in range(1, 5 + i)],
+                                        obs_dependence=[9.0] + [float(-k) for k in range(1, 5 + i)]).items()
+         if k != "source"} for i in range(3)])
+    for selector, extra in (("all", []), ("random", []), ("perplexity", ["--scores", scores]),
+                            ("score", ["--scores", scores, "--combine", "obs_dependence=1"])):
+        out = tmp_path / f"{selector}.jsonl"
+        assert main(["select", "--selector", selector, "--ratio", "0.5", "--data", data, "--out", str(out)]
+                    + extra) == 0
+        mask = read_mask(out)
+        assert [mask[f"g{i}"].num_steps for i in range(3)] == [5, 6, 7]
+        assert all(0 not in e.critical for e in mask.values()), selector
+        if selector != "all":  # floor(0.5 * trainable): 2, 2, 3
+            assert [len(mask[f"g{i}"].critical) for i in range(3)] == [2, 2, 3], selector
+    assert read_mask(tmp_path / "all.jsonl")["g0"].critical == (1, 2, 3, 4)
+    assert read_mask(tmp_path / "perplexity.jsonl")["g0"].critical == (3, 4)  # highest nll among steps 1-4
+    assert read_mask(tmp_path / "score.jsonl")["g0"].critical == (1, 2)  # highest obs_dependence among 1-4
