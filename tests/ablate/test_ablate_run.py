@@ -1,0 +1,82 @@
+"""A tiny ablation end to end in child processes (one CPU device, as a user runs it): the first
+run is SIGKILLed once row `all` is finished; the rerun does not redo it, finishes row `atlas`,
+and the table's numbers equal those recomputed here from the per-episode eval files."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.ablate.conftest import REPO, tiny_ablation
+
+
+def ablate(config, env, *extra):
+    return [sys.executable, "-m", "atlas_jax.cli", "ablate", "--config", str(config), *extra]
+
+
+def wilson_by_hand(k, n):
+    z = 1.959963984540054
+    p = k / n
+    denominator = 1 + z ** 2 / n
+    centre = (p + z ** 2 / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_killed_ablation_resumes_without_redoing_rows(tmp_path, child_env):
+    start = time.perf_counter()
+    config = tiny_ablation(tmp_path)
+    out = tmp_path / "out"
+    done_all = out / "rows/all/seed_0/DONE.json"
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(ablate(config, child_env), cwd=REPO, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+    while not done_all.exists():
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.perf_counter() - start < 120, "row `all` did not finish in 120 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # for real: no cleanup, between rows (or early in row atlas)
+    first.wait()
+    assert not (out / "rows/atlas/seed_0/DONE.json").exists(), "too late: row atlas finished before the kill"
+    marker_before = done_all.read_bytes()
+    metrics_before = (out / "rows/all/seed_0/train/metrics.jsonl").read_bytes()
+    stamp = os.stat(done_all).st_mtime_ns
+
+    second = subprocess.run(ablate(config, child_env), cwd=REPO, env=child_env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "row all seed 0 already done" in second.stdout
+    assert "base stage already done" in second.stdout
+    assert "row atlas seed 0 done" in second.stdout
+    assert done_all.read_bytes() == marker_before and os.stat(done_all).st_mtime_ns == stamp
+    assert (out / "rows/all/seed_0/train/metrics.jsonl").read_bytes() == metrics_before  # not retrained
+    for row in ("all", "atlas"):
+        assert (out / f"rows/{row}/seed_0/mask.jsonl").is_file()
+
+    table = json.loads((out / "table.json").read_text())
+    assert [r["row"] for r in table["rows"]] == ["all", "atlas"]
+    assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "table.md").read_text()
+    for row in table["rows"]:
+        marker = json.loads((out / f"rows/{row['row']}/seed_0/DONE.json").read_text())
+        cost = marker["cost"]
+        assert cost["steps"] > 0 and 0 < cost["trained_positions"] <= cost["tokens_processed"] <= \
+            cost["padded_positions"] and cost["train_seconds"] > 0
+        assert row["cost_mean_per_seed"]["trained_positions"] == cost["trained_positions"]
+        for env, group in (("babyai", "held_in"), ("textcraft", "held_out")):
+            lines = (out / f"rows/{row['row']}/seed_0/eval/{env}/{env}.jsonl").read_text().splitlines()
+            k, n = sum(bool(json.loads(x)["success"]) for x in lines), len(lines)
+            assert n == 2
+            cell = row["cells"][env]
+            low, high = wilson_by_hand(k, n)
+            assert (cell["successes"], cell["episodes"], cell["group"]) == (k, n, group)
+            assert math.isclose(cell["rate"], k / n) and math.isclose(cell["low"], low) and \
+                math.isclose(cell["high"], high)
+            assert f"{100 * k / n:.1f} [{100 * low:.1f}, {100 * high:.1f}] (n=2)" in markdown
+    # all trains every step, atlas at most 30% of each trajectory's steps (at least one)
+    all_mask, atlas_mask = (table["rows"][i]["mask_mean_per_seed"] for i in (0, 1))
+    assert all_mask["critical_steps"] == all_mask["steps"] > atlas_mask["critical_steps"]
+    assert table["rows"][1]["cost_mean_per_seed"]["trained_positions"] < \
+        table["rows"][0]["cost_mean_per_seed"]["trained_positions"]

@@ -1,0 +1,94 @@
+"""Without JAX: the table pools seeds and matches hand-computed Wilson intervals; a resume with a
+changed config is refused naming the keys; a `server:` eval entry needs eval's --server."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from atlas_jax.ablate import runner, stages
+from atlas_jax.ablate.config import load_ablation_config
+from atlas_jax.ablate.table import write_table
+from tests.ablate.conftest import tiny_ablation
+
+
+def fake_row(cfg, row, seed, outcomes: dict[str, list[bool]], positions: int):
+    """A finished (row, seed): DONE.json and per-episode files, as the runner writes them."""
+    directory = runner.row_dir(cfg, row, seed)
+    episodes = {}
+    for env, results in outcomes.items():
+        path = f"{directory}/eval/{env}/{env}.jsonl"
+        import os
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            for i, ok in enumerate(results):
+                f.write(json.dumps({"item_id": f"{env}_{i}", "success": ok, "reward": float(ok)}) + "\n")
+        episodes[env] = f"eval/{env}/{env}.jsonl"
+    cost = {"steps": 10, "trained_positions": positions, "tokens_processed": 1000, "padded_positions": 4096,
+            "train_seconds": 3.0, "eval_seconds": 2.0}
+    stages.write_json(f"{directory}/DONE.json", {"row": row, "seed": seed, "cost": cost, "episodes": episodes,
+                                                 "mask_stats": {"trajectories": 4, "critical_steps": 6, "steps": 20}})
+
+
+def test_table_pools_seeds_with_wilson_intervals(tmp_path):
+    cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["seeds=[0,1]"])
+    # row all: babyai 3/4 and 1/4 -> 4/8 pooled; textcraft 0/2 and 1/2 -> 1/4
+    fake_row(cfg, "all", 0, {"babyai": [True, True, True, False], "textcraft": [False, False]}, 100)
+    fake_row(cfg, "all", 1, {"babyai": [False, False, True, False], "textcraft": [True, False]}, 300)
+    fake_row(cfg, "atlas", 0, {"babyai": [True] * 4, "textcraft": [False, False]}, 30)  # seed 1 missing
+    table = write_table(cfg)
+    z = 1.959963984540054
+
+    def wilson(k, n):  # written out: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
+        p = k / n
+        lo = (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+        hi = (p + z * z / (2 * n) + z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+        return max(lo, 0.0), min(hi, 1.0)
+
+    row_all, row_atlas = table["rows"]
+    assert (row_all["row"], row_all["seeds"], row_atlas["seeds"], row_atlas["missing_seeds"]) == \
+        ("all", [0, 1], [0], [1])
+    cell = row_all["cells"]["babyai"]
+    assert (cell["successes"], cell["episodes"], cell["per_seed"]) == (4, 8, {"0": 0.75, "1": 0.25})
+    assert cell["low"] == pytest.approx(wilson(4, 8)[0]) and cell["high"] == pytest.approx(wilson(4, 8)[1])
+    assert wilson(4, 8)[0] == pytest.approx(0.2152, abs=1e-4)  # the textbook value for 4/8
+    out = row_all["cells"]["textcraft"]
+    assert (out["successes"], out["episodes"]) == (1, 4)
+    assert (out["low"], out["high"]) == pytest.approx(wilson(1, 4))
+    full = row_atlas["cells"]["babyai"]
+    assert (full["rate"], full["high"]) == (1.0, 1.0) and full["low"] == pytest.approx(wilson(4, 4)[0])
+    # one held-in env: its average is the cell itself, with the normal-approximation interval
+    assert row_all["held_in"]["rate"] == 0.5
+    assert row_all["held_in"]["low"] == pytest.approx(0.5 - z * math.sqrt(0.25 / 8))
+    assert row_all["cost_mean_per_seed"]["trained_positions"] == 200
+    md = (tmp_path / "out/table.md").read_text()
+    assert "| all | 50.0 [21.5, 78.5] (n=8) | 25.0 [4.6, 69.9] (n=4) |" in md
+    assert "atlas (seeds [1])" in md
+    assert (tmp_path / "out/table.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_with_changed_config_is_refused(tmp_path):
+    path = str(tiny_ablation(tmp_path))
+    runner.check_resume(load_ablation_config(path))
+    runner.check_resume(load_ablation_config(path, ["rows=[all]"]))  # which rows run changes no result
+    with pytest.raises(ValueError, match=r"finetune\.epochs \(1 -> 2\).*ratio \(0\.3 -> 0\.5\)"):
+        runner.check_resume(load_ablation_config(path, ["finetune.epochs=2", "ratio=0.5"]))
+
+
+def test_server_needs_eval_support(tmp_path, monkeypatch):
+    cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["eval.held_out=[{env: textcraft, episodes: 2, "
+                                                              "server: 'http://127.0.0.1:1'}]"])
+    monkeypatch.setattr(stages, "command_accepts", lambda name, flag: False)
+    with pytest.raises(ValueError, match="textcraft set `server:` but this atlas-jax's `eval` has no --server"):
+        runner.Ablation(cfg).run()
+
+
+def test_bad_configs_name_the_key(tmp_path):
+    path = str(tiny_ablation(tmp_path))
+    with pytest.raises(ValueError, match="--rows: unknown row"):
+        runner.Ablation(load_ablation_config(path), ["all", "best"])
+    with pytest.raises(ValueError, match=r"train\.train\.steps: set by the ablation runner"):
+        load_ablation_config(path, ["train.train.steps=5"])
+    with pytest.raises(ValueError, match="finetune.data: no files and no experts"):
+        load_ablation_config(path, ["finetune.data.experts=[]"])
