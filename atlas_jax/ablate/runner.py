@@ -63,7 +63,7 @@ class Ablation:
 
     def run(self) -> dict:
         cfg = self.cfg
-        stages.check_eval_servers(cfg.eval)  # before any training
+        stages.check_eval(cfg.eval)  # before any training
         check_resume(cfg)
         self.base_model = self.base_stage()
         self.tokenizer = stages.tokenizer_dir(cfg, self.base_model)

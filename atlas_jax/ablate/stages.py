@@ -184,15 +184,7 @@ def select(cfg: AblationConfig, selector: str, files: list[str], out: str, seed:
 
 
 # -- evaluation ------------------------------------------------------------------------------
-def check_eval_servers(section: EvalSection) -> None:
-    served = [e.label for e in section.envs if e.server]
-    if served and not command_accepts("eval", "--server"):
-        raise ValueError(f"eval: {', '.join(served)} set `server:` but this atlas-jax's `eval` has no --server "
-                         "option (evaluation against AgentGym servers is not available in this build)")
-
-
-def evaluate(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, seed: int, out_dir: str) -> str:
-    """Episodes of one environment -> ``out_dir/<env>.jsonl`` (one line per episode); returns its path."""
+def eval_argv(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, seed: int, out_dir: str) -> list:
     argv = ["--model", model, "--tokenizer", tokenizer, "--env", env.env, "--episodes", env.episodes,
             "--split", env.split, "--skip", env.skip, "--batch-size", section.batch_size,
             "--max-new-tokens", section.max_new_tokens, "--temperature", section.temperature, "--seed", seed,
@@ -201,7 +193,26 @@ def evaluate(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, see
     argv += ["--max-len", section.max_len] if section.max_len else []
     argv += ["--max-steps", section.max_steps] if section.max_steps else []
     argv += ["--server", env.server] if env.server else []
-    run_command("eval", argv)
+    return [str(a) for a in argv]
+
+
+def check_eval(section: EvalSection) -> None:
+    """Before any training: `server:` needs eval's --server, and every entry must parse as eval arguments."""
+    served = [e.label for e in section.envs if e.server]
+    if served and not command_accepts("eval", "--server"):
+        raise ValueError(f"eval: {', '.join(served)} set `server:` but this atlas-jax's `eval` has no --server "
+                         "option (evaluation against AgentGym servers is not available in this build)")
+    parser, _ = command_parser("eval")
+    for env in section.envs:
+        try:
+            parser.parse_args(eval_argv("MODEL", "TOKENIZER", env, section, 0, "OUT"))
+        except ValueError as e:
+            raise ValueError(f"eval entry {env.label}: {e}") from None
+
+
+def evaluate(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, seed: int, out_dir: str) -> str:
+    """Episodes of one environment -> ``out_dir/<env>.jsonl`` (one line per episode); returns its path."""
+    run_command("eval", eval_argv(model, tokenizer, env, section, seed, out_dir))
     path = os.path.join(out_dir, f"{env.env}.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"atlas-jax eval wrote no {path} (found: {sorted(os.listdir(out_dir))})")

@@ -1,6 +1,6 @@
 """A tiny ablation config: the tiny tokenizer, a 2-layer 64-wide random Llama as the base stage's
-starting point, the bundled TextCraft sample as base data, six BabyAI expert episodes as the rows'
-training set, two episodes per evaluation environment."""
+starting point, eight trajectories of the bundled BabyAI sample as base data, six BabyAI expert
+episodes (other tasks) as the rows' training set, two episodes per evaluation environment."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,8 @@ TINY_MODEL = {
 def tiny_ablation(root: Path, rows=("all", "atlas"), seeds=(0,)) -> Path:
     """Writes root/ablation.yaml (+ the model config) and returns its path."""
     root.mkdir(parents=True, exist_ok=True)
+    sample = (REPO / "data/sample/babyai_train.jsonl").read_text().splitlines(keepends=True)
+    (root / "base.jsonl").write_text("".join(sample[:8]))
     (root / "tiny_model.json").write_text(json.dumps(TINY_MODEL))
     config = {
         "output_dir": str(root / "out"),
@@ -36,7 +38,7 @@ def tiny_ablation(root: Path, rows=("all", "atlas"), seeds=(0,)) -> Path:
                   "train": {"save_every": 0, "progress_bar": False, "log_every": 1, "async_checkpointing": False},
                   "optim": {"warmup_steps": 0},
                   "mesh": {"num_devices": 1}},
-        "base": {"data": {"files": [str(REPO / "data/sample/textcraft_train.jsonl")]}, "epochs": 1},
+        "base": {"data": {"files": [str(root / "base.jsonl")]}, "epochs": 1},
         "finetune": {"data": {"experts": [{"env": "babyai", "episodes": 6, "skip": 0}]}, "epochs": 1},
         "selection": {"score_variants": "full", "combine": "nll_mean=1", "score_seq_len": 1024,
                       "score_batch_size": 4, "score_dtype": "float32"},
@@ -50,8 +52,11 @@ def tiny_ablation(root: Path, rows=("all", "atlas"), seeds=(0,)) -> Path:
 
 
 @pytest.fixture
-def child_env():
+def child_env(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
                PYTHONWARNINGS="ignore")
     env.pop("XLA_FLAGS", None)  # one CPU device in the child, as a user's run
+    # compiled programs are shared between the two runs of a test (and its rows): less compile time
+    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env

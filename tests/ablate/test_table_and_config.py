@@ -92,3 +92,10 @@ def test_bad_configs_name_the_key(tmp_path):
         load_ablation_config(path, ["train.train.steps=5"])
     with pytest.raises(ValueError, match="finetune.data: no files and no experts"):
         load_ablation_config(path, ["finetune.data.experts=[]"])
+
+
+def test_eval_entries_are_checked_before_training(tmp_path):
+    cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["eval.held_out=[{env: nosuchenv, episodes: 2}]"])
+    with pytest.raises(ValueError, match="eval entry nosuchenv: atlas-jax eval: argument --env"):
+        runner.Ablation(cfg).run()
+    assert not (tmp_path / "out").exists()
