@@ -6,7 +6,8 @@ Layout under ``output_dir``::
     tokenizer/  data/         the tiny tokenizer (tokenizer: tiny) and generated expert trajectories
     base/                     the base stage's train run (checkpoints/, metrics.jsonl) and DONE.json
     scores.jsonl              the base model's per-step scores (atlas `score` and `perplexity` rows)
-    rows/ROW/seed_S/          mask.jsonl, train/ (checkpoints, metrics), eval/ENV/ENV.jsonl, DONE.json
+    rows/ROW/seed_S/          mask.jsonl, train/ (checkpoints, metrics), train_cost.json, eval/ENV/ENV.jsonl,
+                              DONE.json
     table.md  table.json  table.png
 
 ``DONE.json`` is written atomically and last: a directory with it is finished and never redone;
@@ -122,10 +123,13 @@ class Ablation:
             return
         print(f"ablate: row {row} seed {seed}", flush=True)
         mask = self.mask(row, seed)
-        run_cfg, budget = stages.run_config(cfg, cfg.finetune, output_dir=os.path.join(out, "train"),
-                                            files=self.files, tokenizer=self.tokenizer, mask=mask,
-                                            init_from=self.base_model, seed=seed)
-        cost = stages.train_stage(run_cfg, budget)
+        cost_file = os.path.join(out, "train_cost.json")  # a kill during eval does not redo (or re-time) training
+        if not os.path.exists(cost_file):
+            run_cfg, budget = stages.run_config(cfg, cfg.finetune, output_dir=os.path.join(out, "train"),
+                                                files=self.files, tokenizer=self.tokenizer, mask=mask,
+                                                init_from=self.base_model, seed=seed)
+            stages.write_json(cost_file, stages.train_stage(run_cfg, budget))
+        cost = stages.read_json(cost_file)
         start = time.perf_counter()
         episodes = {}
         for env in cfg.eval.envs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def test_killed_ablation_resumes_without_redoing_rows(tmp_path, child_env):
     assert "row atlas seed 0 done" in second.stdout
     assert done_all.read_bytes() == marker_before and os.stat(done_all).st_mtime_ns == stamp
     assert (out / "rows/all/seed_0/train/metrics.jsonl").read_bytes() == metrics_before  # not retrained
-    print(f"tiny ablation, killed and resumed: {time.perf_counter() - start:.1f} s")
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"tiny ablation, killed and resumed: {time.perf_counter() - start:.1f} s wall, "
+          f"{used.ru_utime + used.ru_stime:.1f} s CPU in the child processes")
     for row in ("all", "atlas"):
         assert (out / f"rows/{row}/seed_0/mask.jsonl").is_file()
 
