@@ -65,6 +65,7 @@ class Ablation:
     def run(self) -> dict:
         cfg = self.cfg
         stages.check_eval(cfg.eval)  # before any training
+        stages.check_train_configs(cfg)
         check_resume(cfg)
         self.base_model = self.base_stage()
         self.tokenizer = stages.tokenizer_dir(cfg, self.base_model)

@@ -111,9 +111,9 @@ class Budget:
     padded_positions: int  # steps x batch x seq_len: what the accelerator computes
 
 
-def run_config(cfg: AblationConfig, stage: Stage, *, output_dir: str, files: list[str], tokenizer: str,
-               mask: str | None, init_from: str | None, seed: int):
-    """The train config of one stage: train_config <- train <- stage.train <- the runner's keys."""
+def _build_run_config(cfg: AblationConfig, stage: Stage, *, output_dir: str, files: list[str], tokenizer: str,
+                      mask: str | None, init_from: str | None, seed: int):
+    """train_config <- train <- stage.train <- the runner's keys; errors name the key."""
     from atlas_jax.config_loader import build, load_yaml, merge
     from atlas_jax.train.config import RunConfig
 
@@ -124,7 +124,24 @@ def run_config(cfg: AblationConfig, stage: Stage, *, output_dir: str, files: lis
               "data": {"train_files": files, "tokenizer": tokenizer, "mask_file": mask, "seed": seed,
                        "num_epochs": stage.epochs, "encode": encode},
               "train": {"seed": seed, "steps": 1}}
-    run_cfg = build(RunConfig, merge(data, runner))
+    return build(RunConfig, merge(data, runner))
+
+
+def check_train_configs(cfg: AblationConfig) -> None:
+    """Before any work: both stages' train configs load (placeholders for what only exists later)."""
+    stages_ = [("finetune", cfg.finetune, "BASE")] + ([("base", cfg.base, None)] if cfg.base.model is None else [])
+    for where, stage, init_from in stages_:
+        try:
+            _build_run_config(cfg, stage, output_dir="OUT", files=["DATA.jsonl"], tokenizer="TOKENIZER",
+                              mask="MASK.jsonl" if where == "finetune" else None, init_from=init_from, seed=0)
+        except ValueError as e:
+            raise ValueError(f"{where} stage's train config ({cfg.train_config} + train + {where}.train): {e}") \
+                from None
+
+
+def run_config(cfg: AblationConfig, stage: Stage, **kwargs):
+    """The train config of one stage, with train.steps = the batches of `stage.epochs` passes over its data."""
+    run_cfg = _build_run_config(cfg, stage, **kwargs)
     budget = epoch_budget(run_cfg.data)
     return dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, steps=budget.steps)), budget
 

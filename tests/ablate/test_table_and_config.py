@@ -99,3 +99,22 @@ def test_eval_entries_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="eval entry nosuchenv: atlas-jax eval: argument --env"):
         runner.Ablation(cfg).run()
     assert not (tmp_path / "out").exists()
+
+
+def test_train_config_errors_come_before_any_work(tmp_path):
+    cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["finetune.train.optim.learning_rat=0.1"])
+    with pytest.raises(ValueError, match=r"finetune stage's train config .*optim\.learning_rat"):
+        runner.Ablation(cfg).run()
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_configs_load():
+    from tests.ablate.conftest import REPO
+    for name in ("cpu_small", "paper_llama3.1_8b"):
+        cfg = load_ablation_config(str(REPO / f"configs/ablation/{name}.yaml"))
+        stages.check_train_configs(cfg)
+        assert cfg.ratio == 0.3 and set(cfg.rows) == {"all", "atlas", "random", "noncritical", "perplexity"}
+    small = load_ablation_config(str(REPO / "configs/ablation/cpu_small.yaml"))
+    assert all(e.episodes >= 100 for e in small.eval.held_in) and len(small.seeds) >= 2
+    paper = load_ablation_config(str(REPO / "configs/ablation/paper_llama3.1_8b.yaml"))
+    assert all(e.server for e in paper.eval.envs) and paper.base.model
