@@ -2,9 +2,10 @@
 
 A cell pools the episodes of all seeds of a row in one environment: success rate k/n with the
 Wilson score 95% interval. The held-in / held-out averages are the unweighted mean of their
-environments' rates (as the paper averages tasks), with a normal-approximation 95% interval from
-the cells' binomial variances: mean ± z·sqrt(Σ p_i(1-p_i)/n_i)/m, clipped to [0, 1].
-Both treat episodes as independent draws; the per-seed rates are listed too, so the spread
+environments' rates (as the paper averages tasks), with the mean of the environments' Wilson
+bounds as interval: conservative (errors of different environments do not all align), and unlike a
+normal approximation it does not collapse to a point at 0% or 100%.
+Cells treat episodes as independent draws; the per-seed rates are listed too, so the spread
 between training seeds can be seen.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from atlas_jax.ablate.runner import DONE, row_dir
 
 Z95 = 1.959963984540054  # standard normal 97.5% quantile
 INTERVAL = "Wilson score 95% interval over the pooled episodes of all seeds"
-AVERAGE_INTERVAL = "mean of environment rates ± 1.96*sqrt(sum p(1-p)/n)/m (normal approximation), clipped to [0, 1]"
+AVERAGE_INTERVAL = "mean of the environments' rates, between the means of their Wilson bounds (conservative)"
 COST_KEYS = ("steps", "trained_positions", "tokens_processed", "padded_positions", "train_seconds", "eval_seconds")
 
 
@@ -28,7 +29,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if successes == 0 else low), (1.0 if successes == n else high)  # exact ends, no rounding
 
 
 def read_episodes(path: str) -> tuple[int, int]:
@@ -50,9 +52,8 @@ def average(cells: list[dict]) -> dict | None:
     if not cells:
         return None
     m = len(cells)
-    mean = sum(c["rate"] for c in cells) / m
-    half = Z95 * math.sqrt(sum(c["rate"] * (1 - c["rate"]) / c["episodes"] for c in cells)) / m
-    return {"rate": mean, "low": max(0.0, mean - half), "high": min(1.0, mean + half), "envs": m}
+    return {"rate": sum(c["rate"] for c in cells) / m, "low": sum(c["low"] for c in cells) / m,
+            "high": sum(c["high"] for c in cells) / m, "envs": m}
 
 
 def row_summary(cfg: AblationConfig, row: str) -> dict | None:
@@ -125,8 +126,8 @@ def plot(cfg: AblationConfig, rows: list[dict], path: str) -> bool:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels) * max(1, len(rows) / 3)), 4))
     for i, r in enumerate(rows):
         rates = [r["cells"][x]["rate"] for x in labels]
-        err = [[r["cells"][x]["rate"] - r["cells"][x]["low"] for x in labels],
-               [r["cells"][x]["high"] - r["cells"][x]["rate"] for x in labels]]
+        err = [[max(0.0, r["cells"][x]["rate"] - r["cells"][x]["low"]) for x in labels],
+               [max(0.0, r["cells"][x]["high"] - r["cells"][x]["rate"]) for x in labels]]
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(labels))]
         ax.bar(xs, rates, width, yerr=err, capsize=3, label=r["row"])
     ax.set_xticks(range(len(labels)))

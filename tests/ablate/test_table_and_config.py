@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -19,7 +20,6 @@ def fake_row(cfg, row, seed, outcomes: dict[str, list[bool]], positions: int):
     episodes = {}
     for env, results in outcomes.items():
         path = f"{directory}/eval/{env}/{env}.jsonl"
-        import os
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             for i, ok in enumerate(results):
@@ -58,14 +58,33 @@ def test_table_pools_seeds_with_wilson_intervals(tmp_path):
     assert (out["low"], out["high"]) == pytest.approx(wilson(1, 4))
     full = row_atlas["cells"]["babyai"]
     assert (full["rate"], full["high"]) == (1.0, 1.0) and full["low"] == pytest.approx(wilson(4, 4)[0])
-    # one held-in env: its average is the cell itself, with the normal-approximation interval
-    assert row_all["held_in"]["rate"] == 0.5
-    assert row_all["held_in"]["low"] == pytest.approx(0.5 - z * math.sqrt(0.25 / 8))
+    # one env per group: the average is the cell itself
+    assert (row_all["held_in"]["rate"], row_all["held_in"]["low"]) == (0.5, pytest.approx(wilson(4, 8)[0]))
+    assert row_all["held_out"]["high"] == pytest.approx(wilson(1, 4)[1])
     assert row_all["cost_mean_per_seed"]["trained_positions"] == 200
     md = (tmp_path / "out/table.md").read_text()
     assert "| all | 50.0 [21.5, 78.5] (n=8) | 25.0 [4.6, 69.9] (n=4) |" in md
     assert "atlas (seeds [1])" in md
     assert (tmp_path / "out/table.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_averages_are_means_of_rates_and_of_wilson_bounds(tmp_path):
+    cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["seeds=[0]", "eval.held_in=[{env: babyai, episodes: 5},"
+                                                              "{env: textcraft, episodes: 4, name: tc}]"])
+    fake_row(cfg, "all", 0, {"babyai": [True, False, False, False, False], "tc": [True, True, True, False],
+                             "textcraft": [False] * 3}, 10)
+    row = write_table(cfg)["rows"][0]
+    z = 1.959963984540054
+    bounds = []
+    for k, n in ((1, 5), (3, 4)):
+        p = k / n
+        centre, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        bounds.append(((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)))
+    held_in = row["held_in"]
+    assert held_in["rate"] == pytest.approx((0.2 + 0.75) / 2) and held_in["envs"] == 2
+    assert held_in["low"] == pytest.approx((bounds[0][0] + bounds[1][0]) / 2)
+    assert held_in["high"] == pytest.approx((bounds[0][1] + bounds[1][1]) / 2)
+    assert (row["held_out"]["rate"], row["held_out"]["low"]) == (0.0, 0.0) and row["held_out"]["high"] > 0.4
 
 
 def test_resume_with_changed_config_is_refused(tmp_path):
