@@ -51,7 +51,7 @@ def test_killed_ablation_resumes_without_redoing_rows(tmp_path, child_env):
     metrics_before = (out / "rows/all/seed_0/train/metrics.jsonl").read_bytes()
     stamp = os.stat(done_all).st_mtime_ns
 
-    second = subprocess.run(ablate(config), cwd=REPO, env=child_env, capture_output=True, text=True)
+    second = subprocess.run(ablate(config, "--rows", "atlas,all"), cwd=REPO, env=child_env, capture_output=True, text=True)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "row all seed 0 already done" in second.stdout
     assert "base stage already done" in second.stdout
@@ -85,6 +85,14 @@ def test_killed_ablation_resumes_without_redoing_rows(tmp_path, child_env):
             assert (cell["successes"], cell["episodes"], cell["group"]) == (k, n, group)
             assert (cell["rate"], cell["low"], cell["high"]) == pytest.approx((k / n, low, high), abs=1e-12)
             assert f"{100 * k / n:.1f} [{100 * low:.1f}, {100 * high:.1f}] (n=2)" in markdown
+    # the same budget: the same epochs over the same trajectories, every batch of them trained on
+    configs = [json.loads((out / f"rows/{r}/seed_0/train/config.json").read_text()) for r in ("all", "atlas")]
+    assert [c["data"]["num_epochs"] for c in configs] == [1, 1]
+    assert configs[0]["data"]["train_files"] == configs[1]["data"]["train_files"]
+    for row in table["rows"]:
+        metrics = (out / f"rows/{row['row']}/seed_0/train/metrics.jsonl").read_text().splitlines()
+        last = max(json.loads(x).get("step", 0) for x in metrics)
+        assert last == row["cost_mean_per_seed"]["steps"]
     # all trains every step, atlas at most 30% of each trajectory's steps (at least one)
     all_mask, atlas_mask = (table["rows"][i]["mask_mean_per_seed"] for i in (0, 1))
     assert all_mask["critical_steps"] == all_mask["steps"] > atlas_mask["critical_steps"]
