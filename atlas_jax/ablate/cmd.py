@@ -6,6 +6,7 @@ table.json and table.png under output_dir. Finished rows are kept: rerun the sam
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from atlas_jax.ablate.config import load_ablation_config
     from atlas_jax.ablate.runner import Ablation, check_resume
+    from atlas_jax.ablate.stages import StageError
     from atlas_jax.ablate.table import write_table
+    from atlas_jax.train.trainer import NonFiniteLossError
 
     cfg = load_ablation_config(args.config, args.overrides)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows is not None else None
@@ -28,5 +31,12 @@ def run(args: argparse.Namespace) -> int:
         check_resume(cfg)
         write_table(cfg)
         return 0
-    Ablation(cfg, rows).run()
+    try:
+        Ablation(cfg, rows).run()
+    except StageError as e:
+        print(f"atlas-jax ablate: {e}", file=sys.stderr)
+        return 1
+    except NonFiniteLossError as e:  # as `atlas-jax train`: exit 3, the last good checkpoint kept
+        print(f"atlas-jax ablate: {e}", file=sys.stderr)
+        return 3
     return 0

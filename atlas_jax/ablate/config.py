@@ -155,6 +155,9 @@ class AblationConfig:
         if self.base.model is None and not (self.base.data.files or self.base.data.experts):
             raise ConfigError("base: set base.model (an existing base model) or base.data (files / experts to "
                               "train the base on)")
+        if self.tokenizer is None and self.base.model is None:
+            raise ConfigError("tokenizer: not set, and there is no base.model to take it from (a directory, or "
+                              "`tiny` for the tiny test tokenizer)")
         if not (self.finetune.data.files or self.finetune.data.experts):
             raise ConfigError("finetune.data: no files and no experts: the rows have nothing to train on")
         for where, section in (("train", self.train), ("base.train", self.base.train),

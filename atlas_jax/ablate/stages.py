@@ -19,6 +19,10 @@ from typing import Sequence
 from atlas_jax.ablate.config import AblationConfig, EvalEnv, EvalSection, Stage
 
 
+class StageError(RuntimeError):
+    """A stage ended without its result (a command's non-zero exit, a preempted training)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # a bad argument list is a ValueError here, not an exit
         raise ValueError(f"{self.prog}: {message}")
@@ -44,7 +48,7 @@ def run_command(name: str, argv: Sequence[str]) -> None:
     print(f"ablate: atlas-jax {name} {' '.join(argv)}", flush=True)
     code = int(module.run(parser.parse_args(argv)) or 0)
     if code:
-        raise RuntimeError(f"atlas-jax {name} exited with status {code}")
+        raise StageError(f"atlas-jax {name} exited with status {code} (its output is above); rerun to resume")
 
 
 def write_json(path: str, value) -> None:
@@ -171,7 +175,7 @@ def train_stage(run_cfg, budget: Budget) -> dict:
     start = time.perf_counter()
     result = train(run_cfg)
     if result.status == "preempted":
-        raise RuntimeError(f"training of {run_cfg.output_dir} was preempted at step {result.step}; rerun to resume")
+        raise StageError(f"training of {run_cfg.output_dir} was preempted at step {result.step}; rerun to resume")
     return {**dataclasses.asdict(budget), "train_seconds": round(time.perf_counter() - start, 2),
             "checkpoint": str(result.checkpoint_dir), "final_loss": result.losses.get(result.step)}
 

@@ -98,6 +98,9 @@ def test_resume_with_changed_config_is_refused(tmp_path):
 def test_server_needs_eval_support(tmp_path, monkeypatch):
     cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["eval.held_out=[{env: textcraft, episodes: 2, "
                                                               "server: 'http://127.0.0.1:1'}]"])
+    server_env = cfg.eval.held_out[0]
+    argv = stages.eval_argv("M", "T", server_env, cfg.eval, 0, "O")
+    assert argv[argv.index("--server") + 1] == "http://127.0.0.1:1"  # passed through to eval as is
     monkeypatch.setattr(stages, "command_accepts", lambda name, flag: False)
     with pytest.raises(ValueError, match="textcraft set `server:` but this atlas-jax's `eval` has no --server"):
         runner.Ablation(cfg).run()
@@ -109,6 +112,8 @@ def test_bad_configs_name_the_key(tmp_path):
         runner.Ablation(load_ablation_config(path), ["all", "best"])
     with pytest.raises(ValueError, match=r"train\.train\.steps: set by the ablation runner"):
         load_ablation_config(path, ["train.train.steps=5"])
+    with pytest.raises(ValueError, match="tokenizer: not set, and there is no base.model"):
+        load_ablation_config(path, ["tokenizer=null"])
     with pytest.raises(ValueError, match="finetune.data: no files and no experts"):
         load_ablation_config(path, ["finetune.data.experts=[]"])
 
