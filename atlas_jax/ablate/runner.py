@@ -28,7 +28,11 @@ _NOT_FINGERPRINTED = ("output_dir", "rows")  # which rows run, and where, change
 
 
 def fingerprint(cfg: AblationConfig) -> dict:
-    return {k: v for k, v in as_dict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    """The config as saved, with the train_config file's content (an edit to it changes results too)."""
+    from atlas_jax.config_loader import load_yaml
+
+    saved = {k: v for k, v in as_dict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    return {**saved, "train_config_content": load_yaml(cfg.train_config)}
 
 
 def check_resume(cfg: AblationConfig) -> None:

@@ -11,7 +11,7 @@ import pytest
 from atlas_jax.ablate import runner, stages
 from atlas_jax.ablate.config import load_ablation_config
 from atlas_jax.ablate.table import write_table
-from tests.ablate.conftest import tiny_ablation
+from tests.ablate.conftest import REPO, tiny_ablation
 
 
 def fake_row(cfg, row, seed, outcomes: dict[str, list[bool]], positions: int):
@@ -93,6 +93,14 @@ def test_resume_with_changed_config_is_refused(tmp_path):
     runner.check_resume(load_ablation_config(path, ["rows=[all]"]))  # which rows run changes no result
     with pytest.raises(ValueError, match=r"finetune\.epochs \(1 -> 2\).*ratio \(0\.3 -> 0\.5\)"):
         runner.check_resume(load_ablation_config(path, ["finetune.epochs=2", "ratio=0.5"]))
+    # an edit of the train_config file counts too
+    train_yaml = tmp_path / "train.yaml"
+    train_yaml.write_text((REPO / "configs/tiny_cpu.yaml").read_text())
+    other = tmp_path / "other"
+    runner.check_resume(load_ablation_config(path, [f"train_config={train_yaml}", f"output_dir={other}"]))
+    train_yaml.write_text(train_yaml.read_text().replace("learning_rate: 3.0e-3", "learning_rate: 1.0e-3"))
+    with pytest.raises(ValueError, match=r"train_config_content\.optim\.learning_rate \(0\.003 -> 0\.001\)"):
+        runner.check_resume(load_ablation_config(path, [f"train_config={train_yaml}", f"output_dir={other}"]))
 
 
 def test_server_needs_eval_support(tmp_path, monkeypatch):
