@@ -4,6 +4,7 @@ Layout under ``output_dir``::
 
     ablation_config.json      the resolved config; a resume with another config is refused
     tokenizer/  data/         the tiny tokenizer (tokenizer: tiny) and generated expert trajectories
+    jax-cache/                compiled programs shared by the rows (unless a JAX cache dir is set)
     base/                     the base stage's train run (checkpoints/, metrics.jsonl) and DONE.json
     scores.jsonl              the base model's per-step scores (atlas `score` and `perplexity` rows)
     rows/ROW/seed_S/          mask.jsonl, train/ (checkpoints, metrics), train_cost.json, eval/ENV/ENV.jsonl,
@@ -52,6 +53,17 @@ def check_resume(cfg: AblationConfig) -> None:
                          f"{'; '.join(diff)}. Use a new output_dir, or restore those values to resume")
 
 
+def enable_compilation_cache(directory: str) -> None:
+    """Every row compiles the same train step and eval programs (same shapes): JAX's persistent
+    cache compiles them once per ablation (and across a resume). A cache the user set is kept."""
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        print(f"ablate: JAX compilation cache in {directory}", flush=True)
+
+
 def row_dir(cfg: AblationConfig, row: str, seed: int) -> str:
     return os.path.join(cfg.output_dir, "rows", row, f"seed_{seed}")
 
@@ -71,6 +83,7 @@ class Ablation:
         stages.check_eval(cfg.eval)  # before any training
         stages.check_train_configs(cfg)
         check_resume(cfg)
+        enable_compilation_cache(os.path.join(cfg.output_dir, "jax-cache"))
         self.base_model = self.base_stage()
         self.tokenizer = stages.tokenizer_dir(cfg, self.base_model)
         self.files = stages.stage_files(cfg, cfg.finetune)
