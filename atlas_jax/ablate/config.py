@@ -74,8 +74,8 @@ class Selection:
     def __post_init__(self):
         if self.atlas not in ("auto", "score", "oracle"):
             raise ConfigError(f"selection.atlas: expected auto, score or oracle, got {self.atlas!r}")
-        if self.atlas == "oracle" and not (self.oracle_url and self.oracle_model):
-            raise ConfigError("selection.atlas=oracle needs selection.oracle_url and selection.oracle_model")
+        if (self.atlas == "oracle" or self.oracle_url) and not (self.oracle_url and self.oracle_model):
+            raise ConfigError("selection: the oracle needs both selection.oracle_url and selection.oracle_model")
 
     @property
     def atlas_selector(self) -> str:

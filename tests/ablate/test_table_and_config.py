@@ -150,3 +150,30 @@ def test_shipped_configs_load():
     assert all(e.episodes >= 100 for e in small.eval.held_in) and len(small.seeds) >= 2
     paper = load_ablation_config(str(REPO / "configs/ablation/paper_llama3.1_8b.yaml"))
     assert all(e.server for e in paper.eval.envs) and paper.base.model
+
+
+def test_atlas_row_asks_the_oracle_when_one_is_configured(tmp_path):
+    from atlas_jax.data.mask import read_mask
+    from tests.selection.conftest import agenttraj, write_jsonl
+    from tests.selection.fake_oracle import FakeOracle
+
+    records = [agenttraj(f"traj_{n}", [f"Thought: step {s}. Action: move forward" for s in range(n)],
+                         task=f"Task ID: traj_{n} Go to the red key.") for n in (3, 4)]
+    data = write_jsonl(tmp_path / "traj.jsonl", records)  # 3 and 4 steps: one critical step each
+    with FakeOracle({}) as fake:
+        cfg = load_ablation_config(str(tiny_ablation(tmp_path)), [
+            f"finetune.data.files=[{data}]", "finetune.data.experts=[]", f"selection.oracle_url={fake.url}",
+            "selection.oracle_model=fake-model", "seeds=[3]"])
+        assert cfg.selection.atlas_selector == "oracle"
+        ablation = runner.Ablation(cfg)
+        ablation.files = [data]
+        noncritical_path = ablation.mask("noncritical", 3)  # needs the atlas mask: asks the oracle first
+        assert sorted(i for i, _ in fake.requests) == ["traj_3", "traj_4"]
+    atlas_path = runner.row_dir(cfg, "atlas", 3) + "/mask.jsonl"
+    head = [json.loads(open(p).readline())["selector"] for p in (atlas_path, noncritical_path)]
+    assert head[0]["name"] == "oracle" and head[0]["model"] == "fake-model"
+    assert head[1]["name"] == "noncritical" and head[1]["reference_mask"] == os.path.abspath(atlas_path)
+    atlas, noncritical = read_mask(atlas_path), read_mask(noncritical_path)
+    for item in ("traj_3", "traj_4"):
+        assert atlas[item].critical == (1,)  # the oracle's first answer, capped at floor(0.3 x steps) = 1
+        assert len(noncritical[item].critical) == 1 and not set(noncritical[item].critical) & {1}
