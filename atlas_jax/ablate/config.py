@@ -15,8 +15,7 @@ from atlas_jax.config_loader import ConfigError, build, load_yaml, merge, parse_
 ROWS = ("all", "atlas", "random", "noncritical", "perplexity")
 # keys the runner sets on every training stage itself: a config that sets them would be ignored
 RUNNER_KEYS = ("output_dir", "data.train_files", "data.tokenizer", "data.mask_file", "data.num_epochs",
-               "data.encode.weight_mode", "train.steps", "train.seed",
-               "data.seed", "model.init_from")
+               "data.encode.weight_mode", "train.steps", "train.seed", "data.seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +161,8 @@ class AblationConfig:
             raise ConfigError("finetune.data: no files and no experts: the rows have nothing to train on")
         for where, section in (("train", self.train), ("base.train", self.base.train),
                                ("finetune.train", self.finetune.train)):
-            for key in RUNNER_KEYS:
-                if _has(section, key):
+            for key in RUNNER_KEYS + (("model.init_from",) if where != "base.train" else ()):
+                if _has(section, key):  # (the base stage may start from a pretrained model.init_from)
                     raise ConfigError(f"{where}.{key}: set by the ablation runner itself; remove it")
 
 

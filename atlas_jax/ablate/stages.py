@@ -86,9 +86,7 @@ def tokenizer_dir(cfg: AblationConfig, base_model: str | None) -> str:
         return produce(os.path.join(cfg.output_dir, "tokenizer"), lambda tmp: build_tiny_tokenizer(tmp))
     if cfg.tokenizer:
         return cfg.tokenizer
-    if base_model is None:
-        raise ValueError("tokenizer: not set and there is no base.model to take it from; set `tokenizer:`")
-    from atlas_jax.convert.checkpoint import default_tokenizer_dir
+    from atlas_jax.convert.checkpoint import default_tokenizer_dir  # config check: base.model is set
     return str(default_tokenizer_dir(base_model))
 
 
