@@ -66,6 +66,11 @@ def test_table_pools_seeds_with_wilson_intervals(tmp_path):
     assert "| all | 50.0 [21.5, 78.5] (n=8) | 25.0 [4.6, 69.9] (n=4) |" in md
     assert "atlas (seeds [1])" in md
     assert (tmp_path / "out/table.png").read_bytes()[:4] == b"\x89PNG"
+    # the CLI rewrites the same table from the files alone
+    from atlas_jax.cli import main
+    (tmp_path / "out/table.md").unlink()
+    assert main(["ablate", "--config", str(tmp_path / "ablation.yaml"), "--table-only", "seeds=[0,1]"]) == 0
+    assert (tmp_path / "out/table.md").read_text() == md
 
 
 def test_averages_are_means_of_rates_and_of_wilson_bounds(tmp_path):
