@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="per-episode step limit (env default)")
     parser.add_argument("--on-unparsable", default="end", choices=("end", "continue"),
                         help="a response without 'Action:' ends the episode (default) or gets the env's error")
-    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"),
-                        help="compute dtype")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                        help="compute dtype (default: float32 on CPU, bfloat16 on GPU/TPU)")
     parser.add_argument("--mesh", default="1,-1,1", metavar="DATA,FSDP,TENSOR",
                         help="device mesh, as in training (default 1,-1,1: all devices on fsdp)")
     parser.add_argument("--prompt-bucket", type=int, default=256,
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.envs.model_policy import ModelPolicy
     from atlas_jax.envs.registry import make_env
     from atlas_jax.model.stop_tokens import stop_token_ids
+    from atlas_jax.platform_defaults import resolve_dtype
     from atlas_jax.sharding import MeshConfig, build_mesh
 
     if args.episodes <= 0 or args.batch_size <= 0 or args.max_new_tokens <= 0:
@@ -69,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     mesh = build_mesh(MeshConfig.parse(args.mesh))
     config_paths = eos_config_files(args.model)
     tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
-    model = load_pretrained(args.model, mesh=mesh, dtype=args.dtype)
+    dtype, chosen = resolve_dtype(args.dtype)
+    print(f"eval: compute dtype {dtype} ({chosen})", file=sys.stderr)
+    model = load_pretrained(args.model, mesh=mesh, dtype=dtype)
     cfg = model.cfg
     stop_ids = stop_token_ids(tokenizer, config_paths, extra=[] if cfg.eos_token_id is None else
                               ([cfg.eos_token_id] if isinstance(cfg.eos_token_id, int) else cfg.eos_token_id))
