@@ -11,13 +11,24 @@ import os
 import sys
 from pathlib import Path
 
+from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.registry import ENVS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="atlas-jax checkpoint or Hugging Face model directory")
-    parser.add_argument("--env", required=True, nargs="+", choices=sorted(ENVS), help="environment(s)")
+    parser.add_argument("--env", required=True, nargs="+", choices=sorted(set(ENVS) | set(PROTOCOLS)),
+                        help=f"environment(s); in process: {', '.join(sorted(ENVS))}; with --server also the "
+                             f"other AgentGym environments")
     parser.add_argument("--episodes", type=int, required=True, help="tasks per environment")
+    parser.add_argument("--server", default=None, metavar="URL",
+                        help="play against an AgentGym environment server (AgentGym's own or `atlas-jax serve-env`) "
+                             "instead of the in-process env, e.g. http://127.0.0.1:36001 (maze/wordle: .../maze)")
+    parser.add_argument("--task-ids", default=None, metavar="IDS",
+                        help="task indices (data_idx) to play, e.g. 0-9,20; default: the split's first --episodes "
+                             "after --skip (in process) or --skip, --skip+1, ... (with --server)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="--server: seconds per request (default 300)")
+    parser.add_argument("--retries", type=int, default=3, help="--server: retries of transient failures (default 3)")
     parser.add_argument("--split", default="eval", choices=("train", "eval"), help="which task indices")
     parser.add_argument("--skip", type=int, default=0, help="skip this many task indices of the split first")
     parser.add_argument("--out", default="eval_out", help="output directory (default: eval_out)")
@@ -32,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="per-episode step limit (env default)")
-    parser.add_argument("--on-unparsable", default="end", choices=("end", "continue"),
-                        help="a response without 'Action:' ends the episode (default) or gets the env's error")
+    parser.add_argument("--on-unparsable", default=None, choices=("end", "continue"),
+                        help="a response without 'Action:' ends the episode or goes to the env's client parse "
+                             "(default: end in process; continue with --server, as AgentGym's evaluator does)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                         help="compute dtype (default: float32 on CPU, bfloat16 on GPU/TPU)")
     parser.add_argument("--mesh", default="1,-1,1", metavar="DATA,FSDP,TENSOR",
@@ -53,6 +65,40 @@ def eos_config_files(model_dir: str) -> list[Path]:
 
 
 
+def parse_task_ids(text: str) -> list[int]:
+    """``"0-3,7"`` -> ``[0, 1, 2, 3, 7]``."""
+    ids: list[int] = []
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            ids += list(range(int(first), int(last) + 1)) if sep else [int(first)]
+        except ValueError:
+            raise ValueError(f"--task-ids: {part.strip()!r} is not an index or a range A-B") from None
+    return ids
+
+
+def env_factory(env_name: str, args: argparse.Namespace):
+    """(make_env, task indices or None, protocol description) for one environment."""
+    from atlas_jax.envs.registry import make_env
+
+    ids = parse_task_ids(args.task_ids)[:args.episodes] if args.task_ids else None
+    if args.server:
+        from atlas_jax.envs.agentgym_client import RemoteEnv
+
+        if env_name not in PROTOCOLS:
+            raise ValueError(f"--env {env_name}: no AgentGym protocol for it; with --server use one of "
+                             f"{', '.join(sorted(PROTOCOLS))}")
+
+        return (lambda: RemoteEnv(env_name, args.server, args.max_steps, timeout=args.timeout, retries=args.retries),
+                ids or list(range(args.skip, args.skip + args.episodes)),
+                f"AgentGym HTTP protocol at {args.server} (react format, max rounds "
+                f"{args.max_steps or PROTOCOLS[env_name].max_rounds})")
+    if env_name not in ENVS:
+        raise ValueError(f"--env {env_name}: not available in process (only {', '.join(sorted(ENVS))}); "
+                         f"give --server URL of an AgentGym {env_name} server")
+    return lambda: make_env(env_name, max_steps=args.max_steps), ids, "in-process atlas-jax environment"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -60,13 +106,14 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.data.encode import load_tokenizer
     from atlas_jax.envs.evaluate import evaluate, write_summary
     from atlas_jax.envs.model_policy import ModelPolicy
-    from atlas_jax.envs.registry import make_env
     from atlas_jax.model.stop_tokens import stop_token_ids
     from atlas_jax.platform_defaults import resolve_dtype
     from atlas_jax.sharding import MeshConfig, build_mesh
 
     if args.episodes <= 0 or args.batch_size <= 0 or args.max_new_tokens <= 0:
         raise ValueError("--episodes, --batch-size and --max-new-tokens must be positive")
+    factories = {env_name: env_factory(env_name, args) for env_name in args.env}  # bad --env/--task-ids first
+    on_unparsable = args.on_unparsable or ("continue" if args.server else "end")
     mesh = build_mesh(MeshConfig.parse(args.mesh))
     config_paths = eos_config_files(args.model)
     tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
@@ -91,10 +138,11 @@ def run(args: argparse.Namespace) -> int:
             def progress(episode, bar=bar):
                 bar.update(1)
                 bar.set_postfix(end=episode.end_reason)
-            summaries.append(evaluate(env_name, lambda: make_env(env_name, max_steps=args.max_steps), policy,
-                                      episodes=args.episodes, split=args.split, skip=args.skip,
-                                      batch_size=args.batch_size, on_unparsable=args.on_unparsable,
-                                      out_path=out_path, progress=progress))
+            make_env, task_ids, protocol = factories[env_name]
+            summaries.append(evaluate(env_name, make_env, policy, episodes=args.episodes, split=args.split,
+                                      skip=args.skip, batch_size=args.batch_size, on_unparsable=on_unparsable,
+                                      out_path=out_path, progress=progress, task_indices=task_ids,
+                                      protocol=protocol))
         print(f"wrote {summaries[-1].episodes} episodes to {out_path}")
     stats = policy.stats
     generation = {"calls": stats.calls, "rows": stats.rows, "generated_tokens": stats.tokens,
