@@ -78,8 +78,8 @@ def parse_task_ids(text: str) -> list[int]:
 
 
 def env_factory(env_name: str, args: argparse.Namespace):
-    """(make_env, task indices or None, protocol description) for one environment."""
-    from atlas_jax.envs.registry import make_env
+    """(make_env, task indices or None, protocol description, score scale) for one environment."""
+    from atlas_jax.envs.registry import env_class, make_env
 
     ids = parse_task_ids(args.task_ids)[:args.episodes] if args.task_ids else None
     if args.server:
@@ -92,11 +92,12 @@ def env_factory(env_name: str, args: argparse.Namespace):
         return (lambda: RemoteEnv(env_name, args.server, args.max_steps, timeout=args.timeout, retries=args.retries),
                 ids or list(range(args.skip, args.skip + args.episodes)),
                 f"AgentGym HTTP protocol at {args.server} (react format, max rounds "
-                f"{args.max_steps or PROTOCOLS[env_name].max_rounds})")
+                f"{args.max_steps or PROTOCOLS[env_name].max_rounds})", PROTOCOLS[env_name].score_scale)
     if env_name not in ENVS:
         raise ValueError(f"--env {env_name}: not available in process (only {', '.join(sorted(ENVS))}); "
                          f"give --server URL of an AgentGym {env_name} server")
-    return lambda: make_env(env_name, max_steps=args.max_steps), ids, "in-process atlas-jax environment"
+    return (lambda: make_env(env_name, max_steps=args.max_steps), ids, "in-process atlas-jax environment",
+            float(getattr(env_class(env_name), "score_scale", 100.0)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
             def progress(episode, bar=bar):
                 bar.update(1)
                 bar.set_postfix(end=episode.end_reason)
-            make_env, task_ids, protocol = factories[env_name]
+            make_env, task_ids, protocol, scale = factories[env_name]
             summaries.append(evaluate(env_name, make_env, policy, episodes=args.episodes, split=args.split,
                                       skip=args.skip, batch_size=args.batch_size, on_unparsable=on_unparsable,
                                       out_path=out_path, progress=progress, task_indices=task_ids,
-                                      protocol=protocol))
+                                      protocol=protocol, score_scale=scale))
         print(f"wrote {summaries[-1].episodes} episodes to {out_path}")
     stats = policy.stats
     generation = {"calls": stats.calls, "rows": stats.rows, "generated_tokens": stats.tokens,

@@ -79,23 +79,25 @@ class EnvSummary:
 def evaluate(env_name: str, make_env: Callable[[], TextEnv], policy: Policy, *, episodes: int, split: str = "eval",
              skip: int = 0, batch_size: int = 8, on_unparsable: str = "end", out_path: str | None = None,
              progress: Callable[[Episode], None] | None = None, task_indices: Sequence[int] | None = None,
-             protocol: str = "in-process") -> EnvSummary:
+             protocol: str = "in-process", score_scale: float | None = None,
+             success_rule: str | None = None) -> EnvSummary:
     """Run the first ``episodes`` tasks of ``split`` (after ``skip``), or ``task_indices``;
-    JSONL to ``out_path``."""
+    JSONL to ``out_path``. ``score_scale`` / ``success_rule`` default to the env's attributes."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
-    probe = make_env()
-    try:
-        if task_indices is None:
-            task_indices = probe.task_indices(split, episodes, start=skip)
-        scale = float(getattr(probe, "score_scale", 100.0))
-        rule = getattr(probe, "success_rule", None) or (
-            PROTOCOLS[env_name].success_rule if env_name in PROTOCOLS else "the environment's success flag")
-    finally:
-        probe.close()
+    if task_indices is None or score_scale is None:
+        probe = make_env()
+        try:
+            if task_indices is None:
+                task_indices = probe.task_indices(split, episodes, start=skip)
+            score_scale = float(getattr(probe, "score_scale", 100.0)) if score_scale is None else score_scale
+        finally:
+            probe.close()
+    if success_rule is None:
+        success_rule = PROTOCOLS[env_name].success_rule if env_name in PROTOCOLS else "the environment's success flag"
     if not task_indices:
         raise ValueError(f"{env_name}: no task indices in split {split!r} after skipping {skip}")
-    summary = EnvSummary(env_name, split, score_scale=scale, protocol=protocol, success_rule=rule)
+    summary = EnvSummary(env_name, split, score_scale=score_scale, protocol=protocol, success_rule=success_rule)
     sink = open(out_path, "w", encoding="utf-8") if out_path else None
     try:
         for episode in run_episodes(make_env, task_indices, policy, batch_size=batch_size, split=split,
