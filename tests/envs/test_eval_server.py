@@ -70,7 +70,7 @@ def serve():
 @pytest.mark.parametrize("env_name,episodes", [("babyai", 3), ("textcraft", 3), ("sciworld", 1)])
 def test_remote_episodes_equal_in_process(env_name, episodes, serve, request, tmp_path):
     local = request.getfixturevalue(f"{env_name}_env")
-    records = load_sample(SAMPLES[env_name])[:episodes]
+    records = sorted(load_sample(SAMPLES[env_name]), key=lambda r: len(r["conversations"]))[:episodes]  # short ones
     ids = [int(r["item_id"].rsplit("_", 1)[1]) for r in records]
     policy = ReplayPolicy(records)
     scale = float(getattr(env_class(env_name), "score_scale", 100.0))
