@@ -78,3 +78,29 @@ def test_context_overflow_ends_episodes_without_failing(tiny_agent_dir, tmp_path
     assert run_eval(tiny_agent_dir, tmp_path, "--max-len", "512") == 0
     env = json.loads((tmp_path / "summary.json").read_text())["environments"][0]
     assert env["end_reasons"]["context_overflow"] == 2 and env["success_rate"] == 0.0 and env["mean_turns"] == 0
+
+
+def test_eval_against_serve_env_equals_in_process(tiny_agent_dir, tmp_path, capsys):
+    """`eval --server` on `serve-env`: the same model, tasks and flags give the same episodes."""
+    import threading
+
+    from atlas_jax.envs.serve_env import EnvServer
+
+    server = EnvServer("textcraft", "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert run_eval(tiny_agent_dir, tmp_path / "local", "--task-ids", "0,4") == 0
+        assert run_eval(tiny_agent_dir, tmp_path / "remote", "--task-ids", "0,4", "--server", server.url) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    local, remote = ({r["task_index"]: r for r in map(json.loads, (tmp_path / side / "textcraft.jsonl").open())}
+                     for side in ("local", "remote"))
+    assert sorted(remote) == [0, 4]
+    for task in remote:
+        for key in ("conversations", "turns", "reward", "success", "end_reason"):
+            assert remote[task][key] == local[task][key], (task, key)
+    summary = json.loads((tmp_path / "remote" / "summary.json").read_text())["environments"][0]
+    assert summary["protocol"].startswith(f"AgentGym HTTP protocol at {server.url}")
+    assert summary["success_rule"] == "final reward = 1" and summary["score_scale"] == 100.0
+    assert "success = final reward = 1" in capsys.readouterr().out
