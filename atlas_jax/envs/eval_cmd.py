@@ -14,6 +14,8 @@ from pathlib import Path
 from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.registry import ENVS
 
+DEFAULT_MAX_LEN = 4096  # AgentGym's evaluator ends an episode whose conversation reaches 4096 tokens
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="atlas-jax checkpoint or Hugging Face model directory")
@@ -37,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="episodes generated together")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="per assistant turn")
     parser.add_argument("--max-len", type=int, default=None,
-                        help="context length; a prompt that leaves no room for --max-new-tokens ends the episode "
-                             "(default: the model's max_position_embeddings)")
+                        help="context length (and KV cache slots); a prompt that leaves no room for "
+                             "--max-new-tokens ends the episode (default: the model's max_position_embeddings, at most "
+                             f"{DEFAULT_MAX_LEN}, the max_length of AgentGym's evaluation)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -50,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute dtype (default: float32 on CPU, bfloat16 on GPU/TPU)")
     parser.add_argument("--mesh", default="1,-1,1", metavar="DATA,FSDP,TENSOR",
                         help="device mesh, as in training (default 1,-1,1: all devices on fsdp)")
-    parser.add_argument("--prompt-bucket", type=int, default=256,
-                        help="prompts are padded to a multiple of this (one compilation per bucket)")
+    parser.add_argument("--prefill-chunk", type=int, default=256,
+                        help="new prompt tokens are prefilled in chunks of this many (one compiled shape)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -124,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = model.cfg
     stop_ids = stop_token_ids(tokenizer, config_paths, extra=[] if cfg.eos_token_id is None else
                               ([cfg.eos_token_id] if isinstance(cfg.eos_token_id, int) else cfg.eos_token_id))
-    max_len = args.max_len or cfg.max_position_embeddings
+    max_len = args.max_len or min(cfg.max_position_embeddings, DEFAULT_MAX_LEN)
     policy = ModelPolicy(model, tokenizer, stop_ids, max_len=max_len, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
-                         prompt_bucket=args.prompt_bucket)
+                         temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                         batch_size=min(args.batch_size, args.episodes),  # rows of the KV cache: no idle ones
+                         prefill_chunk=args.prefill_chunk)
     print(f"eval: model {args.model} ({cfg.model_type}, {cfg.num_layers} layers), mesh {dict(mesh.shape)}, "
           f"stop ids {stop_ids}, max_len {max_len}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
@@ -147,10 +151,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {summaries[-1].episodes} episodes to {out_path}")
     stats = policy.stats
     generation = {"calls": stats.calls, "rows": stats.rows, "generated_tokens": stats.tokens,
-                  "prompt_tokens": stats.prompt_tokens, "seconds": round(stats.seconds, 3),
+                  "prompt_tokens": stats.prompt_tokens, "prefilled_tokens": stats.prefilled_tokens,
+                  "dtype": dtype, "seconds": round(stats.seconds, 3),
                   "tokens_per_second": round(stats.tokens_per_second, 2)}
     table = write_summary(args.out, summaries, {"model": str(args.model), "generation": generation})
     print(table)
     print(f"generation: {stats.tokens} tokens in {stats.seconds:.1f} s ({stats.tokens_per_second:.1f} tokens/s, "
-          f"compilation included); summary in {os.path.join(args.out, 'summary.md')}")
+          f"compilation included; {stats.prefilled_tokens} of {stats.prompt_tokens} prompt tokens prefilled, "
+          f"the rest from the KV cache); summary in {os.path.join(args.out, 'summary.md')}")
     return 0

@@ -104,3 +104,18 @@ def test_eval_against_serve_env_equals_in_process(tiny_agent_dir, tmp_path, caps
     assert summary["protocol"].startswith(f"AgentGym HTTP protocol at {server.url}")
     assert summary["success_rule"] == "final reward = 1" and summary["score_scale"] == 100.0
     assert "success = final reward = 1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_smollm2_with_platform_defaults(smollm2_dir, tmp_path, capsys):
+    """SmolLM2-135M on BabyAI with the default dtype (bfloat16 crashed batched decode on CPU):
+    two short episodes run, the command says which dtype it chose, and turns after the first
+    prefill only their new tokens (the rest comes from the KV cache)."""
+    assert main(["eval", "--model", smollm2_dir, "--env", "babyai", "--episodes", "2", "--max-new-tokens", "24",
+                 "--max-steps", "2", "--on-unparsable", "continue", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "compute dtype float32 (platform default on cpu)" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["environments"][0]["episodes"] == 2
+    generation = summary["generation"]
+    assert generation["dtype"] == "float32" and generation["calls"] >= 2
+    assert 0 < generation["prefilled_tokens"] < generation["prompt_tokens"] * 0.75
