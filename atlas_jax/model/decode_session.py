@@ -14,11 +14,13 @@ valid slots hold, in order. A turn:
    its conversation (RoPE positions are per row, not per slot; padding has segment 0).
 3. Decoding continues from each row's last prompt token, as in :func:`generate`.
 
-Shapes never change (rows, slots, chunk, max_new_tokens), so the whole eval compiles one
-prefill chunk, one decode loop and two small cache edits, whatever the prompt lengths. Slots are
-shared by all rows (one write index), so rows that add fewer tokens than others leave invalid
-slots behind; when the next turn would not fit, the cache is compacted (each row's valid slots
-moved to the front, in order), and if even that does not fit, it is refilled from scratch.
+Shapes do not follow prompt lengths: prefill runs in chunks of ``chunk`` tokens and decode at a
+fixed ``max_new_tokens``, so an eval compiles one prefill chunk and one decode loop per cache
+size. Slots are shared by all rows (one write index), so rows that add fewer tokens than others
+leave invalid slots behind; when the next turn would not fit, the cache is compacted (each row's
+valid slots moved to the front, in order); if that is not enough it grows by ``grow`` slots (a
+new shape: decode reads every slot, so a cache sized for the longest context would slow every
+step of short conversations), up to ``slots``; at that size it is refilled from scratch.
 """
 from __future__ import annotations
 
@@ -56,6 +58,18 @@ def _decode_jit(graphdef, state, cache, logits_BxV, pos_B, done_B, stop_ids_N, r
                   max_new_tokens=max_new_tokens, greedy=greedy, pad_id=pad_id)
 
 
+@functools.partial(jax.jit, static_argnames=("slots",))
+def _grow_jit(cache: KVCache, *, slots: int):
+    """The cache with empty slots (segment 0) appended up to ``slots``."""
+    def pad(a, axis):
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, slots - a.shape[axis])
+        return jnp.pad(a, widths)
+
+    return KVCache(pad(cache.k_LxBxKxSxD, 3), pad(cache.v_LxBxKxSxD, 3), pad(cache.positions_BxS, 1),
+                   pad(cache.segments_BxS, 1), cache.index)
+
+
 @jax.jit
 def _keep_jit(cache: KVCache, keep_BxS):
     return dataclasses.replace(cache, segments_BxS=cache.segments_BxS * keep_BxS)
@@ -78,21 +92,27 @@ class SessionStats:
     prompt_tokens: int = 0  # tokens of the prompts asked for
     prefilled_tokens: int = 0  # tokens actually run through prefill (the rest came from the cache)
     compactions: int = 0
+    growths: int = 0
     refills: int = 0
 
 
 class DecodeSession:
-    """``rows`` conversations with persistent KV caches of ``slots`` slots each."""
+    """``rows`` conversations with persistent KV caches of up to ``slots`` slots each (allocated
+    ``grow`` at a time)."""
 
     def __init__(self, model: CausalLM, *, rows: int, slots: int, max_new_tokens: int, chunk: int = 256,
-                 pad_id: int = 0):
+                 pad_id: int = 0, grow: int = 1024):
         if chunk <= 0 or max_new_tokens <= 0 or slots < chunk + max_new_tokens:
             raise ValueError(f"DecodeSession: need chunk > 0, max_new_tokens > 0 and slots >= chunk + "
                              f"max_new_tokens; got slots={slots}, chunk={chunk}, max_new_tokens={max_new_tokens}")
         self.model, self.rows, self.slots = model, rows, slots
         self.max_new_tokens, self.chunk, self.pad_id = max_new_tokens, chunk, pad_id
+        if grow <= 0:
+            raise ValueError(f"DecodeSession: grow must be positive, got {grow}")
+        self.grow = grow
         self.graphdef, self.state = nnx.split(model)
-        self.cache = _init_jit(self.graphdef, self.state, batch=rows, slots=slots)
+        self.capacity = min(slots, round_up(chunk + max_new_tokens, grow))
+        self.cache = _init_jit(self.graphdef, self.state, batch=rows, slots=self.capacity)
         self.index = 0  # host mirror of cache.index
         self.tokens: list[list[int]] = [[] for _ in range(rows)]  # per row: the ids its valid slots hold
         self.where: list[list[int]] = [[] for _ in range(rows)]  # per row: the slot of each of those ids
@@ -108,15 +128,15 @@ class DecodeSession:
         self.tokens[row], self.where[row] = [], []
 
     def _valid_mask(self) -> np.ndarray:
-        keep = np.zeros((self.rows, self.slots), np.int32)
+        keep = np.zeros((self.rows, self.capacity), np.int32)
         for row, slots in enumerate(self.where):
             keep[row, slots] = 1
         return keep
 
     def _compact(self) -> None:
-        order = np.zeros((self.rows, self.slots), np.int32)
+        order = np.zeros((self.rows, self.capacity), np.int32)
         for row, slots in enumerate(self.where):
-            rest = np.setdiff1d(np.arange(self.slots), slots, assume_unique=True)
+            rest = np.setdiff1d(np.arange(self.capacity), slots, assume_unique=True)
             order[row] = np.concatenate([np.asarray(slots, np.int32), rest.astype(np.int32)])
             self.where[row] = list(range(len(slots)))
         self.index = max(map(len, self.where))
@@ -148,15 +168,20 @@ class DecodeSession:
             self.tokens[row], self.where[row] = cached[:common], self.where[row][:common]
             deltas[row] = ids[common:]
         width = round_up(max(map(len, deltas.values())), self.chunk)
-        if self.index + width + self.max_new_tokens > self.slots:
+        if self.index + width + self.max_new_tokens > self.capacity:
             self._compact()
-            if self.index + width + self.max_new_tokens > self.slots:  # refill every row's prompt from slot 0
-                self.stats.refills += 1
-                for row in range(self.rows):
-                    self.release(row)
-                deltas = {row: list(ids) for row, ids in prompts.items()}
-                width = round_up(max(map(len, deltas.values())), self.chunk)
-                self.index = 0
+        needed = self.index + width + self.max_new_tokens
+        if needed > self.capacity and self.capacity < self.slots:
+            self.capacity = min(self.slots, round_up(needed, self.grow))
+            self.cache = _grow_jit(self.cache, slots=self.capacity)
+            self.stats.growths += 1
+        if needed > self.capacity:  # at full size: refill every row's prompt from slot 0
+            self.stats.refills += 1
+            for row in range(self.rows):
+                self.release(row)
+            deltas = {row: list(ids) for row, ids in prompts.items()}
+            width = round_up(max(map(len, deltas.values())), self.chunk)
+            self.index = 0
         self.cache = _keep_jit(self.cache, jnp.asarray(self._valid_mask()))
         self.cache = dataclasses.replace(self.cache, index=jnp.asarray(self.index, jnp.int32))
         # 2. the new tokens, left-padded into [rows, width], written chunk by chunk

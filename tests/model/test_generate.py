@@ -108,8 +108,8 @@ def play_turns(session_rows, turns, observations, generate_fn, restart_at=None):
     return replies
 
 
-@pytest.mark.parametrize("restart_at", [None, 2])
-def test_cached_turns_equal_full_reprefill(llama, restart_at):
+@pytest.mark.parametrize("restart_at,grow", [(None, 64), (2, 16)])
+def test_cached_turns_equal_full_reprefill(llama, restart_at, grow):
     """A DecodeSession (cache kept between turns; compaction and refills when slots run out)
     gives greedy replies equal token for token to generating each prompt afresh."""
     from atlas_jax.model.decode_session import DecodeSession
@@ -117,7 +117,7 @@ def test_cached_turns_equal_full_reprefill(llama, restart_at):
     _, model = llama
     observations = [[11, 12, 13], [30, 31], [77, 78, 79, 80, 81]]
     stop = [VOCAB + 1]  # never generated: every reply has max_new tokens
-    session = DecodeSession(model, rows=3, slots=40, max_new_tokens=4, chunk=8, pad_id=PAD)
+    session = DecodeSession(model, rows=3, slots=40, max_new_tokens=4, chunk=8, pad_id=PAD, grow=grow)
 
     def fresh(prompts):
         out = generate(model, [prompts[r] for r in sorted(prompts)], stop, max_new_tokens=4, pad_id=PAD,
@@ -127,6 +127,8 @@ def test_cached_turns_equal_full_reprefill(llama, restart_at):
     cached = play_turns(3, 4, observations, lambda p: session.generate(p, stop), restart_at)
     expected = play_turns(3, 4, observations, fresh, restart_at)
     assert cached == expected
-    # the cache was reused (only new tokens prefilled), compacted when full, refilled when even that did not fit
+    # the cache was reused (only new tokens prefilled), compacted when full, grown 16 slots at a time up to
+    # 40, refilled when even that did not fit
     assert session.stats.prefilled_tokens < session.stats.prompt_tokens / 2
     assert session.stats.compactions > 0 and (session.stats.refills > 0) == (restart_at is not None)
+    assert (session.stats.growths > 0) == (grow == 16) and session.capacity == 40
