@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     stats = policy.stats
     generation = {"calls": stats.calls, "rows": stats.rows, "generated_tokens": stats.tokens,
                   "prompt_tokens": stats.prompt_tokens, "prefilled_tokens": stats.prefilled_tokens,
-                  "dtype": dtype, "seconds": round(stats.seconds, 3),
+                  "dtype": dtype, "call_seconds": stats.call_seconds, "seconds": round(stats.seconds, 3),
                   "tokens_per_second": round(stats.tokens_per_second, 2)}
     table = write_summary(args.out, summaries, {"model": str(args.model), "generation": generation})
     print(table)

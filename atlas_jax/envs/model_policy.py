@@ -25,6 +25,7 @@ class GenerationStats:
     prompt_tokens: int = 0  # tokens of the prompts
     prefilled_tokens: int = 0  # of those, the tokens run through prefill (the rest were cached)
     seconds: float = 0.0  # wall time inside generate (compilation included)
+    call_seconds: list = dataclasses.field(default_factory=list)  # per call (the first ones compile)
 
     @property
     def tokens_per_second(self) -> float:
@@ -91,7 +92,8 @@ class ModelPolicy:
             prefilled = self.session.stats.prefilled_tokens
             out = self.session.generate(prompts, self.stop_ids, temperature=self.temperature, top_p=self.top_p,
                                         seed=self.seed + self.stats.calls)
-            self.stats.seconds += time.perf_counter() - began
+            self.stats.call_seconds.append(round(time.perf_counter() - began, 3))
+            self.stats.seconds += self.stats.call_seconds[-1]
             self.stats.calls += 1
             self.stats.rows += len(prompts)
             self.stats.prompt_tokens += sum(map(len, prompts.values()))
