@@ -21,12 +21,9 @@ import functools
 import importlib.resources
 import json
 import re
-from typing import Any, Callable
+from typing import Callable
 
-from atlas_jax.envs.base import ACKNOWLEDGEMENT, StepResult
-
-# client-side parse of a model response: (action to send, or None with the client's own answer)
-Parse = Callable[[Any, str], "tuple[str | None, StepResult | None]"]
+from atlas_jax.envs.base import ACKNOWLEDGEMENT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,6 @@ class Instance:
     reward: float = 0.0
     first_observation: str = ""
     observation: str = ""  # the last observation returned (reset or step)
-    extra: dict = dataclasses.field(default_factory=dict)
 
 
 class InstanceTable:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from atlas_jax.model.generate import Generation, decode, prefill, round_up
+from atlas_jax.model.generate import decode, prefill, round_up
 from atlas_jax.model.kv_cache import KVCache
 from atlas_jax.model.transformer import CausalLM
 from atlas_jax.sharding import use_mesh
@@ -223,8 +223,3 @@ class DecodeSession:
             results[row] = (generated, bool(hits))
         self.index = int(self.cache.index)
         return results
-
-
-def as_generation(results: dict[int, tuple[list[int], bool]], rows: Sequence[int]) -> Generation:
-    """The rows' results in the shape :func:`generate` returns."""
-    return Generation([results[r][0] for r in rows], [results[r][1] for r in rows], 0)

@@ -5,7 +5,6 @@ ends that episode as ``env_error`` and the run goes on."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 import pytest
