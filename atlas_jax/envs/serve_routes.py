@@ -233,9 +233,9 @@ class EnvService:
             return {"observation": observation, "reward": inst.reward, "score": inst.score, "done": inst.done,
                     "deleted": False}
 
-        # BabyAI's /observation refuses a finished task; TextCraft's and SciWorld's read stored info
+        # as AgentGym's: BabyAI's and SciWorld's refuse a finished task, TextCraft's does not check
         return self._locked(idx, run, need_reset=self.env_name != "babyai",
-                            refuse_done=self.env_name == "sciworld")
+                            refuse_done=self.env_name != "textcraft")
 
     def detail(self, fields: dict) -> Any:
         def run(inst: Instance) -> dict:

@@ -148,3 +148,22 @@ def test_sigterm_stops_cleanly(tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "stopped" in out
+
+
+def test_finished_babyai_episode_refuses_steps(serve):
+    """AgentGym's BabyAI server answers a step on a finished task with an error (TextCraft's does not check)."""
+    from .conftest import load_sample
+
+    record = min(load_sample("babyai_train"), key=lambda r: len(r["conversations"]))
+    local = make_env("babyai")
+    url = serve("babyai")
+    call(url, "/create", method="POST")
+    call(url, "/reset", {"id": 0, "data_idx": int(record["item_id"].rsplit("_", 1)[1])})
+    for turn in record["conversations"][3::2]:
+        action, refused = local.parse_response(turn["value"])
+        if refused is None:
+            answer = call(url, "/step", {"id": 0, "action": action})[1]
+    assert answer["done"] and answer["reward"] > 0 and answer["score"] == answer["reward"]
+    assert call(url, "/step", {"id": 0, "action": "turn left"})[1] == {
+        "error": "The task with environment 0 has finished."}
+    assert call(url, "/observation?id=0")[1] == {"error": "The task with environment 0 has finished."}
