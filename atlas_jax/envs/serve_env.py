@@ -192,7 +192,10 @@ class EnvServer(ThreadingHTTPServer):
 
 
 def run(args: argparse.Namespace) -> int:
-    server = EnvServer(args.env, args.host, args.port, max_instances=args.max_instances, quiet=args.quiet)
+    try:
+        server = EnvServer(args.env, args.host, args.port, max_instances=args.max_instances, quiet=args.quiet)
+    except OSError as e:  # port taken, address not local: one line, as every user error
+        raise ValueError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
     stopping = threading.Event()
 
     def stop(signum, frame):
