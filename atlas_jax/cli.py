@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("atlas_jax.data.inspect_cmd", "show trajectories as training sees them: tokens, steps, loss weights"),
     "experts": ("atlas_jax.envs.experts_cmd", "expert trajectories (AgentTraj-L JSONL) from an offline environment"),
     "eval": ("atlas_jax.envs.eval_cmd", "run the model as the agent in an environment -> per-episode JSONL + success rates"),
+    "serve-env": ("atlas_jax.envs.serve_env", "serve an offline environment over AgentGym's HTTP protocol"),
     "score": ("atlas_jax.selection.score_cmd", "per-step importance metrics from a JAX scoring pass -> scores JSONL"),
     "select": ("atlas_jax.selection.select_cmd", "critical-step selection (oracle, score, random, ...) -> mask JSONL"),
     "compare-masks": ("atlas_jax.selection.compare_cmd", "precision/recall/Jaccard of mask B against mask A"),

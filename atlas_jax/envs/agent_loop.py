@@ -74,9 +74,16 @@ def _start(env: TextEnv, episode: Episode) -> None:
     except Exception as e:  # noqa: BLE001 - any env failure ends this episode, not the run
         episode.finish("env_error", f"reset: {type(e).__name__}: {e}")
         return
-    episode.messages = [{"role": "user", "content": env.instruction},
-                        {"role": "assistant", "content": ACKNOWLEDGEMENT},
-                        {"role": "user", "content": observation}]
+    episode.messages = [*conversation_start(env), {"role": "user", "content": observation}]
+
+
+def conversation_start(env: TextEnv) -> list[dict]:
+    """The turns before the first observation: the env's own (a remote AgentGym protocol sets
+    ``conversation_start``), else the instruction and AgentGym's acknowledgement."""
+    start = getattr(env, "conversation_start", None)
+    if start:
+        return [dict(m) for m in start]
+    return [{"role": "user", "content": env.instruction}, {"role": "assistant", "content": ACKNOWLEDGEMENT}]
 
 
 def _advance(env: TextEnv, episode: Episode, reply: Reply, on_unparsable: str) -> None:

@@ -1,7 +1,8 @@
 """Evaluate a policy in an environment: per-episode JSONL and a per-environment summary.
 
-Success rate, mean reward (each episode's last reward: the env's final score; SciWorld's is
-score / 100) and mean turns are over all episodes attempted, so an episode that ended in
+Success rate, mean reward (each episode's last reward: the env's final score), AgentGym's score
+(mean final reward x the env's ``score_scale``: 100 for rewards in [0, 1], 1 for SciWorld's 0-100
+score as AgentGym's client reports it) and mean turns are over all episodes attempted, so an episode that ended in
 context overflow, an unparsable response or an env error counts as a failure, and the
 summary says how many ended each way.
 """
@@ -11,8 +12,9 @@ import collections
 import dataclasses
 import json
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
+from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.agent_loop import END_REASONS, Episode, Policy, run_episodes
 from atlas_jax.envs.base import TextEnv
 
@@ -30,6 +32,9 @@ class EnvSummary:
     invalid_actions: int = 0
     truncated_responses: int = 0
     generated_tokens: int = 0
+    score_scale: float = 100.0
+    protocol: str = ""  # how the episodes were played (in-process env or an AgentGym server)
+    success_rule: str = ""
 
     def add(self, episode: Episode) -> None:
         self.episodes += 1
@@ -54,12 +59,18 @@ class EnvSummary:
         return self._mean(self.reward_sum)
 
     @property
+    def score(self) -> float:
+        """AgentGym's (and the paper's) score: mean final reward x score_scale."""
+        return self.mean_reward * self.score_scale
+
+    @property
     def mean_turns(self) -> float:
         return self._mean(self.turns_sum)
 
     def to_json(self) -> dict:
         return {"env": self.env, "split": self.split, "episodes": self.episodes, "successes": self.successes,
-                "success_rate": self.success_rate, "mean_reward": self.mean_reward, "mean_turns": self.mean_turns,
+                "success_rate": self.success_rate, "score": self.score, "mean_reward": self.mean_reward,
+                "score_scale": self.score_scale, "protocol": self.protocol, "success_rule": self.success_rule, "mean_turns": self.mean_turns,
                 "end_reasons": {r: self.end_reasons.get(r, 0) for r in END_REASONS},
                 "unparsable_responses": self.unparsable, "invalid_actions": self.invalid_actions,
                 "truncated_responses": self.truncated_responses, "generated_tokens": self.generated_tokens}
@@ -67,18 +78,26 @@ class EnvSummary:
 
 def evaluate(env_name: str, make_env: Callable[[], TextEnv], policy: Policy, *, episodes: int, split: str = "eval",
              skip: int = 0, batch_size: int = 8, on_unparsable: str = "end", out_path: str | None = None,
-             progress: Callable[[Episode], None] | None = None) -> EnvSummary:
-    """Run the first ``episodes`` tasks of ``split`` (after ``skip``); JSONL to ``out_path``."""
+             progress: Callable[[Episode], None] | None = None, task_indices: Sequence[int] | None = None,
+             protocol: str = "in-process", score_scale: float | None = None,
+             success_rule: str | None = None) -> EnvSummary:
+    """Run the first ``episodes`` tasks of ``split`` (after ``skip``), or ``task_indices``;
+    JSONL to ``out_path``. ``score_scale`` / ``success_rule`` default to the env's attributes."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
-    probe = make_env()
-    try:
-        task_indices = probe.task_indices(split, episodes, start=skip)
-    finally:
-        probe.close()
+    if task_indices is None or score_scale is None:
+        probe = make_env()
+        try:
+            if task_indices is None:
+                task_indices = probe.task_indices(split, episodes, start=skip)
+            score_scale = float(getattr(probe, "score_scale", 100.0)) if score_scale is None else score_scale
+        finally:
+            probe.close()
+    if success_rule is None:
+        success_rule = PROTOCOLS[env_name].success_rule if env_name in PROTOCOLS else "the environment's success flag"
     if not task_indices:
         raise ValueError(f"{env_name}: no task indices in split {split!r} after skipping {skip}")
-    summary = EnvSummary(env_name, split)
+    summary = EnvSummary(env_name, split, score_scale=score_scale, protocol=protocol, success_rule=success_rule)
     sink = open(out_path, "w", encoding="utf-8") if out_path else None
     try:
         for episode in run_episodes(make_env, task_indices, policy, batch_size=batch_size, split=split,
@@ -94,14 +113,17 @@ def evaluate(env_name: str, make_env: Callable[[], TextEnv], policy: Policy, *, 
 
 
 def summary_table(summaries: Iterable[EnvSummary]) -> str:
-    """A Markdown table: one row per environment."""
-    header = ("| env | split | episodes | success rate | mean reward | mean turns | ended: success / failed / "
+    """A Markdown table: one row per environment, then how each was played and judged."""
+    summaries = list(summaries)
+    header = ("| env | split | episodes | success rate | score | mean reward | mean turns | ended: success / failed / "
               "step limit / overflow / unparsable / env error |")
-    lines = [header, "|" + "---|" * 7]
+    lines = [header, "|" + "---|" * 8]
     for s in summaries:
         ends = " / ".join(str(s.end_reasons.get(r, 0)) for r in END_REASONS)
-        lines.append(f"| {s.env} | {s.split} | {s.episodes} | {s.success_rate:.3f} | {s.mean_reward:.3f} | "
+        lines.append(f"| {s.env} | {s.split} | {s.episodes} | {s.success_rate:.3f} | {s.score:.2f} | {s.mean_reward:.3f} | "
                      f"{s.mean_turns:.2f} | {ends} |")
+    lines += [f"\n{s.env}: {s.protocol}; success = {s.success_rule}; score = mean final reward x {s.score_scale:g}"
+              for s in summaries]
     return "\n".join(lines)
 
 

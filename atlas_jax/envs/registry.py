@@ -28,6 +28,12 @@ def _check(name: str) -> None:
         raise ValueError(f"unknown environment {name!r}; expected one of {sorted(ENVS)}")
 
 
+def env_class(name: str) -> type[TextEnv]:
+    """The environment's class (its class attributes, e.g. ``score_scale``, without starting it)."""
+    _check(name)
+    return _load(ENVS[name][0])
+
+
 def make_env(name: str, **options) -> TextEnv:
     """A fresh environment: ``make_env("babyai", max_steps=20)``."""
     _check(name)

@@ -51,17 +51,18 @@ def sample_logits(logits_BxV: jax.Array, rng: jax.Array, temperature: jax.Array,
     return jax.random.categorical(rng, masked_BxV, axis=-1).astype(jnp.int32)
 
 
-def _generate_impl(graphdef, state, ids_BxP, segments_BxP, stop_ids_N, rng, temperature, top_p, *,
-                   max_new_tokens: int, greedy: bool, pad_id: int):
-    model = nnx.merge(graphdef, state)
-    batch, prompt_len = ids_BxP.shape
-    with use_mesh(model.mesh):
-        cache = KVCache.init(model.cfg, batch, prompt_len + max_new_tokens)
-    # left padding: each row's positions start at 0 on its first real token
-    positions_BxP = jnp.maximum(jnp.cumsum(segments_BxP, axis=1) - 1, 0).astype(jnp.int32)
-    hidden_BxPxE, cache = model.hidden_states(ids_BxP, positions_BxP, segments_BxP, cache)
-    logits_BxV = model.logits(hidden_BxPxE[:, -1])  # the last column is every row's last prompt token
-    done_B = segments_BxP[:, -1] == 0  # empty filler rows never generate
+def prefill(model: CausalLM, cache: KVCache, ids_BxT, positions_BxT, segments_BxT):
+    """Write ``T`` tokens per row into ``cache``; the logits after each row's last column."""
+    hidden_BxTxE, cache = model.hidden_states(ids_BxT, positions_BxT, segments_BxT, cache)
+    return model.logits(hidden_BxTxE[:, -1]), cache
+
+
+def decode(model: CausalLM, cache: KVCache, logits_BxV, pos_B, done_B, stop_ids_N, rng, temperature, top_p, *,
+           max_new_tokens: int, greedy: bool, pad_id: int):
+    """Up to ``max_new_tokens`` decode steps from ``logits_BxV`` (rows at next position
+    ``pos_B``); step ``j`` writes its token into slot ``cache.index`` (+ j). Returns the tokens
+    [B, N] (``pad_id`` after a row's stop) and the cache (its ``index`` says how many steps ran)."""
+    batch = logits_BxV.shape[0]
     out_BxN = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
 
     def pick(logits, key):
@@ -84,9 +85,24 @@ def _generate_impl(graphdef, state, ids_BxP, segments_BxP, stop_ids_N, rng, temp
         done = done | jnp.isin(token_B, stop_ids_N)
         return step + 1, cache, step_logits[:, 0], pos_B + 1, done, out, key
 
-    carry = (jnp.zeros((), jnp.int32), cache, logits_BxV, positions_BxP[:, -1] + 1, done_B, out_BxN, rng)
-    _, _, _, _, done_B, out_BxN, _ = jax.lax.while_loop(cond, body, carry)
-    return out_BxN, done_B
+    carry = (jnp.zeros((), jnp.int32), cache, logits_BxV, pos_B, done_B, out_BxN, rng)
+    _, cache, _, _, _, out_BxN, _ = jax.lax.while_loop(cond, body, carry)
+    return out_BxN, cache
+
+
+def _generate_impl(graphdef, state, ids_BxP, segments_BxP, stop_ids_N, rng, temperature, top_p, *,
+                   max_new_tokens: int, greedy: bool, pad_id: int):
+    model = nnx.merge(graphdef, state)
+    batch, prompt_len = ids_BxP.shape
+    with use_mesh(model.mesh):
+        cache = KVCache.init(model.cfg, batch, prompt_len + max_new_tokens)
+    # left padding: each row's positions start at 0 on its first real token
+    positions_BxP = jnp.maximum(jnp.cumsum(segments_BxP, axis=1) - 1, 0).astype(jnp.int32)
+    logits_BxV, cache = prefill(model, cache, ids_BxP, positions_BxP, segments_BxP)
+    done_B = segments_BxP[:, -1] == 0  # empty filler rows never generate
+    out_BxN, _ = decode(model, cache, logits_BxV, positions_BxP[:, -1] + 1, done_B, stop_ids_N, rng, temperature,
+                        top_p, max_new_tokens=max_new_tokens, greedy=greedy, pad_id=pad_id)
+    return out_BxN
 
 
 _generate_jit = jax.jit(_generate_impl, static_argnames=("graphdef", "max_new_tokens", "greedy", "pad_id"))
@@ -137,7 +153,7 @@ def generate(model: CausalLM, prompts: Sequence[Sequence[int]], stop_ids: Sequen
         sharding = named_sharding(model.mesh, ("act_batch", "act_seq"), ids.shape)
         ids, segments = (jax.device_put(a, sharding) for a in (ids, segments))
     graphdef, state = nnx.split(model)
-    out_BxN, _ = _generate_jit(graphdef, state, ids, segments, jnp.asarray(sorted(set(stop_ids)) or [-1], jnp.int32),
+    out_BxN = _generate_jit(graphdef, state, ids, segments, jnp.asarray(sorted(set(stop_ids)) or [-1], jnp.int32),
                                jax.random.key(seed), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
                                max_new_tokens=max_new_tokens, greedy=temperature == 0, pad_id=pad_id)
     out = np.asarray(out_BxN)

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk", type=int, default=256, help="positions per logits chunk (default 256)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma list of passes: full (always), prompt_only (ifd), no_obs (obs_dependence)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: the model's)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: float32 on CPU, bfloat16 on GPU/TPU)")
     parser.add_argument("--attention", choices=("xla", "cudnn"), help="attention kernel (default: the model's)")
     parser.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor mesh sizes (-1 fills; default 1,-1,1)")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)
     print(f"trajectories: {read_report.summary()}")
     tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
-    overrides = {k: v for k, v in (("dtype", args.dtype), ("attention", args.attention)) if v}
+    from atlas_jax.platform_defaults import resolve_dtype
+
+    dtype, chosen = resolve_dtype(args.dtype)
+    print(f"compute dtype: {dtype} ({chosen})")
+    overrides = {k: v for k, v in (("dtype", dtype), ("attention", args.attention)) if v}
     model = load_pretrained(args.model, mesh=mesh, **overrides)
     records, report = score_trajectories(trajectories, tokenizer, model, options, mesh)
     scorer = {"model": os.path.abspath(args.model), "dtype": model.cfg.dtype, "variants": list(variants),

@@ -9,6 +9,7 @@ from typing import Sequence
 from atlas_jax.config_loader import ConfigError, build, load_yaml, merge, parse_overrides
 from atlas_jax.data.pipeline import DataConfig
 from atlas_jax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
+from atlas_jax.platform_defaults import default_compute_dtype
 from atlas_jax.sharding import MeshConfig
 
 
@@ -16,7 +17,8 @@ from atlas_jax.sharding import MeshConfig
 class ModelSection:
     init_from: str | None = None  # HF directory or atlas-jax checkpoint directory
     config: str | None = None  # a Hugging Face config.json for a randomly initialised model
-    dtype: str = "bfloat16"  # compute dtype; parameters stay float32
+    # compute dtype; parameters stay float32. Default: float32 on CPU, bfloat16 on GPU/TPU
+    dtype: str = dataclasses.field(default_factory=default_compute_dtype)
     attention: str = "xla"  # xla | cudnn
     remat: str = "none"  # none | full | save_dots
     scan_layers: bool = False

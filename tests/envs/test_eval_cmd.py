@@ -78,3 +78,44 @@ def test_context_overflow_ends_episodes_without_failing(tiny_agent_dir, tmp_path
     assert run_eval(tiny_agent_dir, tmp_path, "--max-len", "512") == 0
     env = json.loads((tmp_path / "summary.json").read_text())["environments"][0]
     assert env["end_reasons"]["context_overflow"] == 2 and env["success_rate"] == 0.0 and env["mean_turns"] == 0
+
+
+def test_eval_against_serve_env_equals_in_process(tiny_agent_dir, tmp_path, capsys):
+    """`eval --server` on `serve-env`: the same model, tasks and flags give the same episodes."""
+    import threading
+
+    from atlas_jax.envs.serve_env import EnvServer
+
+    server = EnvServer("textcraft", "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert run_eval(tiny_agent_dir, tmp_path / "local", "--task-ids", "0,4") == 0
+        assert run_eval(tiny_agent_dir, tmp_path / "remote", "--task-ids", "0,4", "--server", server.url) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    local, remote = ({r["task_index"]: r for r in map(json.loads, (tmp_path / side / "textcraft.jsonl").open())}
+                     for side in ("local", "remote"))
+    assert sorted(remote) == [0, 4]
+    for task in remote:
+        for key in ("conversations", "turns", "reward", "success", "end_reason"):
+            assert remote[task][key] == local[task][key], (task, key)
+    summary = json.loads((tmp_path / "remote" / "summary.json").read_text())["environments"][0]
+    assert summary["protocol"].startswith(f"AgentGym HTTP protocol at {server.url}")
+    assert summary["success_rule"] == "final reward = 1" and summary["score_scale"] == 100.0
+    assert "success = final reward = 1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_smollm2_with_platform_defaults(smollm2_dir, tmp_path, capsys):
+    """SmolLM2-135M on BabyAI with the default dtype (bfloat16 crashed batched decode on CPU):
+    two short episodes run, the command says which dtype it chose, and turns after the first
+    prefill only their new tokens (the rest comes from the KV cache)."""
+    assert main(["eval", "--model", smollm2_dir, "--env", "babyai", "--episodes", "2", "--max-new-tokens", "24",
+                 "--max-steps", "2", "--on-unparsable", "continue", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "compute dtype float32 (platform default on cpu)" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["environments"][0]["episodes"] == 2
+    generation = summary["generation"]
+    assert generation["dtype"] == "float32" and generation["calls"] >= 2
+    assert 0 < generation["prefilled_tokens"] < generation["prompt_tokens"] * 0.75

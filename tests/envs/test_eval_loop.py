@@ -67,7 +67,7 @@ def test_scripted_policy_gives_expected_success_rate(expert_scripts, tmp_path):
         # instruction, ack, first observation, then 3 x (response, observation): the final one included
         assert [t["from"] for t in convo] == ["human", "gpt"] * 4 + ["human"]
         assert convo[0]["value"] == INSTRUCTION and convo[1]["value"] == ACKNOWLEDGEMENT
-    assert "| textcraft | eval | 4 | 0.500 | 0.500 | 3.00 | 2 / 0 / 2 / 0 / 0 / 0 |" in summary_table([summary])
+    assert "| textcraft | eval | 4 | 0.500 | 50.00 | 0.500 | 3.00 | 2 / 0 / 2 / 0 / 0 / 0 |" in summary_table([summary])
 
 
 class ToyEnv(TextEnv):

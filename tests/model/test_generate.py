@@ -89,3 +89,46 @@ def test_top_p_sampling_draws_from_the_nucleus():
     draws = np.asarray(sample_logits(logits, jax.random.key(1), jnp.float32(2.0), jnp.float32(1.0)))
     expected = np.sqrt(probs) / np.sqrt(probs).sum()
     np.testing.assert_allclose(np.bincount(draws, minlength=4) / len(draws), expected, atol=0.015)
+
+
+def play_turns(session_rows, turns, observations, generate_fn, restart_at=None):
+    """Multi-turn conversations: prompt_{t+1} = prompt_t + reply_t + observation_t (the reply's
+    last token replaced on odd turns, as a chat template re-tokenising a reply would do); at
+    turn ``restart_at`` row 1 starts a new, longer conversation (a new episode in its slot)."""
+    prompts = {row: list(p) for row, p in enumerate(PROMPTS[:session_rows])}
+    replies = []
+    for t in range(turns):
+        out = generate_fn(prompts)
+        replies.append(out)
+        for row, (tokens, _) in out.items():
+            reply = tokens[:-1] + [(tokens[-1] + 1) % VOCAB] if t % 2 else tokens
+            prompts[row] = prompts[row] + reply + observations[(row + t) % len(observations)]
+        if t + 1 == restart_at:
+            prompts[1] = list(range(100, 120))
+    return replies
+
+
+@pytest.mark.parametrize("restart_at,grow", [(None, 64), (2, 16)])
+def test_cached_turns_equal_full_reprefill(llama, restart_at, grow):
+    """A DecodeSession (cache kept between turns; compaction and refills when slots run out)
+    gives greedy replies equal token for token to generating each prompt afresh."""
+    from atlas_jax.model.decode_session import DecodeSession
+
+    _, model = llama
+    observations = [[11, 12, 13], [30, 31], [77, 78, 79, 80, 81]]
+    stop = [VOCAB + 1]  # never generated: every reply has max_new tokens
+    session = DecodeSession(model, rows=3, slots=40, max_new_tokens=4, chunk=8, pad_id=PAD, grow=grow)
+
+    def fresh(prompts):
+        out = generate(model, [prompts[r] for r in sorted(prompts)], stop, max_new_tokens=4, pad_id=PAD,
+                       prompt_bucket=8)
+        return {r: (t, s) for r, t, s in zip(sorted(prompts), out.tokens, out.stopped)}
+
+    cached = play_turns(3, 4, observations, lambda p: session.generate(p, stop), restart_at)
+    expected = play_turns(3, 4, observations, fresh, restart_at)
+    assert cached == expected
+    # the cache was reused (only new tokens prefilled), compacted when full, grown 16 slots at a time up to
+    # 40, refilled when even that did not fit
+    assert session.stats.prefilled_tokens < session.stats.prompt_tokens / 2
+    assert session.stats.compactions > 0 and (session.stats.refills > 0) == (restart_at is not None)
+    assert (session.stats.growths > 0) == (grow == 16) and session.capacity == 40
