@@ -112,7 +112,7 @@ class EvalSection:
     temperature: float = 0.0
     dtype: str = "float32"
     on_unparsable: str = "end"
-    prompt_bucket: int = 256
+    prefill_chunk: int = 256  # eval --prefill-chunk: prompt tokens prefilled per compiled call
 
     def __post_init__(self):
         if not self.held_in:

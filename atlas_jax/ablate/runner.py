@@ -156,16 +156,20 @@ class Ablation:
             episodes[env.label] = os.path.relpath(path, out)
         cost["eval_seconds"] = round(time.perf_counter() - start, 2)
         stages.write_json(os.path.join(out, DONE), {"row": row, "seed": seed, "mask": "mask.jsonl",
-                                                    "mask_stats": mask_stats(mask), "cost": cost,
+                                                    "mask_stats": mask_stats(mask, self.files), "cost": cost,
                                                     "episodes": episodes})
         print(f"ablate: row {row} seed {seed} done ({cost['train_seconds']:.0f} s train, "
               f"{cost['eval_seconds']:.0f} s eval)", flush=True)
 
 
-def mask_stats(path: str) -> dict:
+def mask_stats(path: str, files: list[str]) -> dict:
+    """Chosen steps against *trainable* steps (AgentGym's acknowledgement is a step of the mask
+    file but never trainable), so the `all` row reads 100%."""
     from atlas_jax.data.mask import read_mask
+    from atlas_jax.data.trajectory import read_trajectories
 
     entries = read_mask(path)
+    trainable = {t.item_id: len(t.trainable_steps) for t in read_trajectories(files)[0]}
     chosen = sum(len(e.critical) for e in entries.values())
-    total = sum(e.num_steps for e in entries.values())
+    total = sum(trainable[item] for item in entries)
     return {"trajectories": len(entries), "critical_steps": chosen, "steps": total}

@@ -208,7 +208,7 @@ def eval_argv(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, se
             "--split", env.split, "--skip", env.skip, "--batch-size", section.batch_size,
             "--max-new-tokens", section.max_new_tokens, "--temperature", section.temperature, "--seed", seed,
             "--dtype", section.dtype, "--on-unparsable", section.on_unparsable,
-            "--prompt-bucket", section.prompt_bucket, "--no-progress", "--out", out_dir]
+            "--prefill-chunk", section.prefill_chunk, "--no-progress", "--out", out_dir]
     argv += ["--max-len", section.max_len] if section.max_len else []
     argv += ["--max-steps", section.max_steps] if section.max_steps else []
     argv += ["--server", env.server] if env.server else []

@@ -44,7 +44,7 @@ def tiny_ablation(root: Path, rows=("all", "atlas"), seeds=(0,)) -> Path:
                       "score_batch_size": 4, "score_dtype": "float32"},
         "eval": {"held_in": [{"env": "babyai", "episodes": 2}], "held_out": [{"env": "textcraft", "episodes": 2}],
                  "batch_size": 2, "max_new_tokens": 8, "max_steps": 2, "max_len": 2048,
-                 "on_unparsable": "continue", "prompt_bucket": 512},
+                 "on_unparsable": "continue", "prefill_chunk": 512},
     }
     path = root / "ablation.yaml"
     path.write_text(yaml.safe_dump(config))

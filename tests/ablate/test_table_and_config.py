@@ -180,5 +180,5 @@ def test_atlas_row_asks_the_oracle_when_one_is_configured(tmp_path):
     assert head[1]["name"] == "noncritical" and head[1]["reference_mask"] == os.path.abspath(atlas_path)
     atlas, noncritical = read_mask(atlas_path), read_mask(noncritical_path)
     for item in ("traj_3", "traj_4"):
-        assert atlas[item].critical == (1,)  # the oracle's first answer, capped at floor(0.3 x steps) = 1
-        assert len(noncritical[item].critical) == 1 and not set(noncritical[item].critical) & {1}
+        assert atlas[item].critical == (2,)  # the oracle's first answer, capped at floor(0.3 x steps) = 1
+        assert len(noncritical[item].critical) == 1 and not set(noncritical[item].critical) & {2}
