@@ -240,6 +240,9 @@ class TrainData:
                                                         seed=cfg.seed, shuffle_bins=cfg.shuffle)
         it = it.map(_to_batch_keys).batch(self.local_batch_size, drop_remainder=False).map(_PadRows(self.local_batch_size))
         if cfg.worker_count > 0:  # Grain worker processes run the pipeline above; the iterator state stays exact
+            from absl import flags
+            if not flags.FLAGS.is_parsed():  # Grain reads its absl flags in the workers; a library caller has none
+                flags.FLAGS.mark_as_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
         return it
 

@@ -51,3 +51,26 @@ def test_sparse_and_dense_head_runs_agree(train_assets, tmp_path):
     dense = train(run_config(train_assets, tmp_path / "dense", *common, "train.lm_head=dense"))
     np.testing.assert_allclose([sparse.losses[s] for s in (1, 2, 3)], [dense.losses[s] for s in (1, 2, 3)],
                                rtol=1e-5)
+
+
+def test_worker_processes_resume_exactly(train_assets):
+    """data.worker_count=1 (Grain worker process): the in-process batches, and a resume from a
+    saved iterator state continues on the exact next batch."""
+    from atlas_jax.data.pipeline import DataConfig, TrainData
+
+    def data(workers):
+        return TrainData(DataConfig(train_files=[train_assets["train"]], tokenizer=train_assets["tokenizer"],
+                                    seq_len=128, global_batch_size=2, encode=EncodeOptions(weight_mode="all"),
+                                    worker_count=workers), process_index=0, process_count=1)
+
+    reference = data(0)
+    expected = [next(reference) for _ in range(5)]
+    first = data(1)
+    got = [next(first) for _ in range(3)]
+    state = first.get_state()
+    resumed = data(1)
+    resumed.set_state(state)
+    got += [next(resumed) for _ in range(2)]
+    for a, b in zip(got, expected):
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key])
