@@ -54,6 +54,9 @@ def build_model(cfg: RunConfig, mesh) -> tuple[CausalLM, Path | None]:
     return init_model(model_cfg, seed=cfg.train.seed, mesh=mesh), None
 
 
+PROFILE_BATCHES = 256
+
+
 @dataclasses.dataclass
 class RunPlan:
     steps: int
@@ -69,7 +72,10 @@ def plan_run(cfg: RunConfig, data: TrainData) -> RunPlan:
     epochs, sparse = cfg.train.epochs, cfg.train.lm_head == "sparse"
     if epochs is None and not sparse:
         return RunPlan(cfg.train.steps, None, f"run: {cfg.train.steps} steps, dense LM head")
-    profile = data.profile(num_epochs=epochs or 1, max_batches=cfg.train.steps)
+    # a run sized in steps profiles at most PROFILE_BATCHES batches: enough to size the buffer (an
+    # overflow only costs a dense step), without encoding a huge data set before the first step
+    profile = data.profile(num_epochs=epochs or 1,
+                           max_batches=None if epochs else min(cfg.train.steps, PROFILE_BATCHES))
     counts = gather_json([profile.batches, profile.max_row_weighted])
     steps = cfg.train.steps if epochs is None else max(c[0] for c in counts)  # a short process just wraps
     if steps < 1:
