@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         r["wall_ratio"] = r["wall_s"] / base
         print(f"{r['row']:<26} | {r['steps']:>5} | {r['wall_s']:>8.2f} | {r['trained_positions']:>11} | "
               f"{r['real_tokens']:>11} | {r['trained_positions'] / r['real_tokens']:>12.1%} | {r['wall_ratio']:>7.2f}")
-        if r["dense_fallback_steps"]:
+        if r["lm_head"] == "sparse" and r["dense_fallback_steps"]:
             print(f"  ({r['dense_fallback_steps']} of its steps overflowed the sparse buffer and ran the dense head)")
     print(f"ATLaS {args.ratio:.0%} epoch / all-steps dense-head epoch: {rows[2]['wall_ratio']:.2f} (target <= 0.75)")
     if args.json:
