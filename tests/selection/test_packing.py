@@ -39,3 +39,14 @@ def test_pack_budgets_and_contents():
                 if (i, s) != (12, 0)]
     assert sorted(seen) == sorted(expected)
     assert report.tokens == sum(min(len(s.token_ids_L), 32) for s in sequences)
+
+
+def test_scored_capacity():
+    from atlas_jax.selection.scoring import scored_capacity
+    slots = np.zeros((2, 256), np.int32)
+    slots[1, :70] = 3
+    assert scored_capacity(slots) == 128  # 70 scored positions in row 1 -> next power of two
+    slots[0, :10] = 1
+    assert scored_capacity(slots[:1]) == 64  # at least 64
+    slots[1, :] = 2
+    assert scored_capacity(slots) is None  # the whole row: no gather
