@@ -69,7 +69,7 @@ class TrainSection:
     save_every: int = 100  # 0: only at the end (and on SIGTERM)
     keep_checkpoints: int = 3
     async_checkpointing: bool = True
-    loss_chunk_tokens: int = 2048  # tokens per logits chunk in the loss: bounds the float32 [*, V] memory
+    loss_chunk_tokens: int = 1024  # tokens per logits chunk in the loss: bounds the float32 [*, V] memory
     lm_head: str = "sparse"  # sparse: logits only at weighted positions (exact); dense: at every position
     progress_bar: bool = True
 
