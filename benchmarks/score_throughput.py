@@ -13,6 +13,7 @@ warm-up batch (compilation), then the timed pass over all data. Tokens/s counts 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def parse_args(argv=None):
                    "bfloat16 on GPU)")
     p.add_argument("--attention", choices=("xla", "cudnn"), help="atlas-jax attention (default: cudnn on GPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     return p.parse_args(argv)
 
 
@@ -149,6 +151,11 @@ def main(argv=None) -> int:
     print(f"atlas-jax scoring pass (nll + entropy + per-step sums): {jax_tps:12.0f} tokens/s  ({jax_s:.3f} s)")
     print(f"transformers forward + per-token log-probs:             {torch_tps:12.0f} tokens/s  ({torch_s:.3f} s)")
     print(f"ratio atlas-jax / transformers: {jax_tps / torch_tps:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": jax.devices()[0].device_kind, "shape": args.shape, "dtype": dtype,
+                       "rows": [{"impl": "atlas-jax", "tokens_per_sec": jax_tps, "seconds": jax_s},
+                                {"impl": "transformers", "tokens_per_sec": torch_tps, "seconds": torch_s}]}, f, indent=2)
     return 0
 
 

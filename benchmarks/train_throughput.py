@@ -3,6 +3,8 @@
     python benchmarks/train_throughput.py                  # GPU present: Llama-3.2-1B shape, bf16, cuDNN attention
     python benchmarks/train_throughput.py --torch-compile  # ... and a torch.compile row (the H100 reference)
     python benchmarks/train_throughput.py --shape tiny     # CPU-friendly tiny shape (the default without a GPU)
+    python benchmarks/train_throughput.py --shape ~/.cache/atlas-jax/smollm2-135m-instruct-hf/config.json \
+        --batch 4 --seq-len 1024                           # any Hugging Face config.json
 
 Target: on one H100, atlas-jax at least matches torch.compile's ~48k tokens/s on the 1b shape
 (hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 128256, seq 4096, batch 4).
@@ -13,8 +15,9 @@ global-norm clipping, donated buffers); PyTorch runs LlamaForCausalLM (SDPA atte
 parameters, bf16 autocast on CUDA), the same loss from full logits, clipping and AdamW (fused on CUDA).
 --remat applies to atlas-jax only. Order: torch first (eager, then torch.compile), each freed before
 the next, then atlas-jax; JAX's GPU memory preallocation is turned off (unless set in the environment)
-so the torch runs get the whole GPU. Peak memory is the allocator's peak (torch.cuda.max_memory_allocated,
-JAX peak_bytes_in_use): "n/a" on CPU, where neither allocator reports one. MFU uses the same FLOPs
+so the torch runs get the whole GPU. Each implementation runs in its own child process. Peak memory is
+the allocator's peak on GPU (torch.cuda.max_memory_allocated, JAX peak_bytes_in_use) and the child's
+peak resident set size on CPU (ru_maxrss: parameters, optimizer state, activations and the runtime itself). MFU uses the same FLOPs
 formula for every row (atlas_jax.train.flops) against the device's dense bf16 peak; "n/a" on CPU.
 Steps are timed after --warmup untimed steps, from the first timed dispatch to the last result.
 On a busy shared CPU, torch's OpenMP threads can stall each other (tens of times slower): compare
@@ -27,6 +30,7 @@ import dataclasses
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -45,7 +49,8 @@ SHAPES = {  # model shape (ModelConfig fields) + default batch and sequence leng
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", choices=sorted(SHAPES), help="default: 1b with a GPU, tiny without")
+    p.add_argument("--shape", help=f"{' | '.join(sorted(SHAPES))} | a Hugging Face config.json "
+                   "(default: 1b with a GPU, tiny without)")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     p.add_argument("--batch", type=int, help="rows per step (default: the shape's)")
@@ -54,6 +59,9 @@ def parse_args(argv=None):
                    "float32 on CPU); parameters and optimizer state stay float32")
     p.add_argument("--attention", choices=("xla", "cudnn"), help="atlas-jax attention (default: cudnn on GPU)")
     p.add_argument("--remat", choices=("none", "full", "save_dots"), default="none")
+    p.add_argument("--lm-head", choices=("dense", "sparse"), default="dense",
+                   help="atlas-jax LM head (sparse: logits only at weighted positions, half of them here)")
+    p.add_argument("--only", choices=("atlas-jax", "torch", "torch.compile"), help=argparse.SUPPRESS)
     p.add_argument("--skip-torch", action="store_true", help="atlas-jax only")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     p.add_argument("--seed", type=int, default=0)
@@ -91,13 +99,16 @@ def bench_jax(cfg, data, args, optim) -> dict:
     from atlas_jax.model import init_model
     from atlas_jax.sharding import MeshConfig, build_mesh
     from atlas_jax.train.config import TrainSection
+    from atlas_jax.train.loss import head_capacity
     from atlas_jax.train.optimizer import make_optimizer
     from atlas_jax.train.step import build_steps
 
     mesh = build_mesh(MeshConfig(num_devices=1))  # one device, like the torch side
     tx, schedule = make_optimizer(optim, args.warmup + args.steps)
     steps = build_steps(init_model(cfg, args.seed, mesh), tx, schedule, mesh, grad_accum_steps=1,
-                        loss_chunk_tokens=TrainSection.loss_chunk_tokens)  # the trainer's default
+                        loss_chunk_tokens=TrainSection.loss_chunk_tokens,  # the trainer's default
+                        head_capacity=(head_capacity(int(data["loss_weights"].sum(1).max()), args.seq_len)
+                                       if args.lm_head == "sparse" else None))
     batch = jax.device_put(data, steps.batch_shardings)
     state = {"params": steps.params, "opt_state": steps.opt_state, "step": 0}
 
@@ -195,55 +206,99 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def model_config(args, gpu: bool):
+    from atlas_jax.model import ModelConfig
+
+    common = dict(dtype=args.dtype, attention=args.attention, remat=args.remat)
+    if args.shape in SHAPES:
+        shape = SHAPES[args.shape]
+        args.batch, args.seq_len = args.batch or shape["batch"], args.seq_len or shape["seq_len"]
+        return ModelConfig(model_type="llama", **shape["model"], tie_word_embeddings=True,
+                           max_position_embeddings=max(args.seq_len, 8192), **common)
+    if not os.path.isfile(args.shape):
+        raise SystemExit(f"--shape {args.shape}: neither {', '.join(sorted(SHAPES))} nor a config.json file")
+    with open(args.shape) as f:
+        hf = json.load(f)
+    args.batch, args.seq_len = args.batch or 4, args.seq_len or 1024
+    hf["max_position_embeddings"] = max(hf.get("max_position_embeddings", 0), args.seq_len)
+    return ModelConfig.from_hf_dict(hf, source=args.shape, **common)
+
+
+def peak_rss_bytes() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def run_one(args, gpu: bool) -> dict:
+    """One implementation, in this (child) process."""
+    from atlas_jax.train.config import OptimSection
+
+    cfg = model_config(args, gpu)
+    optim = OptimSection()
+    data = random_batch(args.batch, args.seq_len, cfg.vocab_size, args.seed)
+    if args.only == "atlas-jax":
+        row = bench_jax(cfg, data, args, optim)
+    else:
+        import torch
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        row = bench_torch(cfg, data, args, optim, device, compile_=args.only == "torch.compile")
+    if not gpu:
+        row["peak_bytes"] = peak_rss_bytes()
+    return row
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX's GPU backend starts
     import jax
 
-    from atlas_jax.model import ModelConfig
-    from atlas_jax.train.config import OptimSection
     from atlas_jax.train.flops import peak_flops, train_flops_per_token
 
     gpu = jax.default_backend() == "gpu"
     args.shape = args.shape or ("1b" if gpu else "tiny")
-    shape = SHAPES[args.shape]
-    args.batch, args.seq_len = args.batch or shape["batch"], args.seq_len or shape["seq_len"]
     args.dtype = args.dtype or ("bfloat16" if gpu else "float32")
     args.attention = args.attention or ("cudnn" if gpu and args.dtype == "bfloat16" else "xla")
-    cfg = ModelConfig(model_type="llama", **shape["model"], tie_word_embeddings=True,
-                      max_position_embeddings=max(args.seq_len, 8192), dtype=args.dtype,
-                      attention=args.attention, remat=args.remat)
-    optim = OptimSection()
-    data = random_batch(args.batch, args.seq_len, cfg.vocab_size, args.seed)
+    if args.only:  # a child: print one JSON row
+        print("ROW " + json.dumps(run_one(args, gpu)))
+        return 0
+    cfg = model_config(args, gpu)
     flops_per_token, peak = train_flops_per_token(cfg, args.seq_len), peak_flops()
-    device_kind = jax.devices()[0].device_kind
-
-    rows, where = [], f"{device_kind} (jax {jax.__version__}, {jax.default_backend()})"
-    if not args.skip_torch:  # torch first, freed after each run, so JAX's memory peak stays its own
+    where = f"{jax.devices()[0].device_kind} (jax {jax.__version__}, {jax.default_backend()})"
+    impls = ["atlas-jax"] + ([] if args.skip_torch else ["torch"] + (["torch.compile"] if args.torch_compile else []))
+    rows = []
+    for impl in impls:  # one child process each: clean memory peaks, nothing shared between runs
+        argv_child = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
+                      "--only", impl, "--shape", args.shape, "--batch", str(args.batch), "--seq-len",
+                      str(args.seq_len)]
+        proc = subprocess.run(argv_child, capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+        if proc.returncode or not lines:
+            raise SystemExit(f"{impl} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(lines[-1][4:]))
+    if not args.skip_torch:
         import torch
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        where += f"; torch {torch.__version__} on {device}"
-        rows.append(bench_torch(cfg, data, args, optim, device, compile_=False))
-        if args.torch_compile:
-            rows.append(bench_torch(cfg, data, args, optim, device, compile_=True))
-    rows.insert(0, bench_jax(cfg, data, args, optim))
+        where += f"; torch {torch.__version__} on {'cuda' if torch.cuda.is_available() else 'cpu'}"
     rows = [finish(r, args.batch * args.seq_len, flops_per_token, peak) for r in rows]
     ratios = {r["impl"]: rows[0]["tokens_per_sec"] / r["tokens_per_sec"] for r in rows[1:]}
+    mem_ratios = {r["impl"]: rows[0]["peak_mem_gib"] / r["peak_mem_gib"] for r in rows[1:]
+                  if r["peak_mem_gib"] and rows[0]["peak_mem_gib"]}
 
     print(f"device: {where}")
     print(f"shape {args.shape}: hidden {cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads}/{cfg.num_kv_heads} "
           f"heads, MLP {cfg.intermediate_size}, vocab {cfg.vocab_size}; batch {args.batch} x seq {args.seq_len}; "
-          f"{args.dtype}, atlas-jax attention {args.attention}, remat {args.remat}; "
-          f"{args.steps} timed steps after {args.warmup} warm-up")
+          f"{args.dtype}, atlas-jax attention {args.attention}, remat {args.remat}, LM head {args.lm_head}; "
+          f"{args.steps} timed steps after {args.warmup} warm-up; peak memory: "
+          f"{'allocator peak' if gpu else 'peak RSS of each child process'}")
     print(table(rows))
     for impl, ratio in ratios.items():
-        print(f"ratio atlas-jax / {impl}: {ratio:.2f}")
+        print(f"ratio atlas-jax / {impl}: speed {ratio:.2f}"
+              + (f", peak memory {mem_ratios[impl]:.2f}" if impl in mem_ratios else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": where, "shape": args.shape, "model": dataclasses.asdict(cfg),
                        "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup,
-                       "train_flops_per_token": flops_per_token, "peak_flops": peak, "rows": rows,
-                       "ratios": ratios}, f, indent=2)
+                       "lm_head": args.lm_head, "train_flops_per_token": flops_per_token, "peak_flops": peak,
+                       "rows": rows, "speed_ratios": ratios, "memory_ratios": mem_ratios}, f, indent=2)
     return 0
 
 

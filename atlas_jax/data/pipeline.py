@@ -1,4 +1,4 @@
-"""The Grain input pipeline: records -> shuffle -> shard by process -> encode -> pack -> batch -> global arrays.
+"""The Grain input pipeline: records -> shuffle -> shard by process -> encode (once) -> pack -> batch -> global arrays.
 
     data = TrainData(DataConfig(train_files=[...], tokenizer=TOK, mask_file=MASK, seq_len=2048,
                                 global_batch_size=32, seed=0))
@@ -43,6 +43,7 @@ class DataConfig:
     num_packing_bins: int = 8
     on_error: str = "raise"  # bad records: raise, or skip and count
     split: str = "train"  # TFDS split
+    worker_count: int = 0  # Grain worker processes for encode + pack (0: in this process, with threads)
 
     def __post_init__(self):
         if isinstance(self.train_files, str):
@@ -55,6 +56,8 @@ class DataConfig:
             raise ValueError(f"data.global_batch_size must be positive, got {self.global_batch_size}")
         if self.encode.max_length is not None and self.encode.max_length > self.seq_len:
             raise ValueError(f"data.encode.max_length={self.encode.max_length} exceeds data.seq_len={self.seq_len}")
+        if self.worker_count < 0:
+            raise ValueError(f"data.worker_count must be >= 0, got {self.worker_count}")
         if self.num_epochs is not None and self.num_epochs < 1:
             raise ValueError(f"data.num_epochs must be positive or None, got {self.num_epochs}")
 
@@ -104,24 +107,42 @@ class _Records:
         return decode_example(self.source[j], f"{self.where} record {j}")
 
 
-class _LockedEncoder:
-    """Grain may call the map from several threads; the encoder's report counters need a lock.
+class _EncodeOnce:
+    """Encodes each record of this process once per run and serves the cached features after.
+
+    The dataset repeats *indices* and maps them through this cache, so later epochs (and the
+    data profile the trainer takes before training) re-pack but never re-render the chat
+    template or re-tokenize. Grain may call it from several threads: one lock guards the cache
+    and the encoder's report counters, which therefore count each record once.
 
     A repeating dataset whose records all encode to nothing (e.g. seq_len shorter than every
     task prompt, so no weighted token survives truncation) would otherwise loop forever
     without yielding a batch: after a whole epoch of nothing, it fails with the reasons.
     """
 
-    def __init__(self, encoder: TrajectoryEncoder, records_per_epoch: int, where: str):
+    def __init__(self, records: "_Records", encoder: TrajectoryEncoder, records_per_epoch: int, where: str):
+        self.records = records
         self.encoder = encoder
         self.lock = threading.Lock()
+        self.cache: dict[int, dict | None] = {}
         self.records_per_epoch = records_per_epoch
         self.where = where
         self.empty_in_a_row = 0
 
-    def __call__(self, traj):
+    def __getstate__(self):  # Grain worker processes get a copy (and their own cache); locks do not pickle
+        state = dict(self.__dict__)
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+    def __call__(self, index: int):
         with self.lock:
-            features = self.encoder.features(traj)
+            if index not in self.cache:
+                self.cache[index] = self.encoder.features(self.records.get(index))
+            features = self.cache[index]
             self.empty_in_a_row = 0 if features is not None else self.empty_in_a_row + 1
             if self.empty_in_a_row > self.records_per_epoch:
                 raise ValueError(f"{self.where}: none of the {self.records_per_epoch} trajectories of this process "
@@ -148,6 +169,25 @@ class _PadRows:
         if missing == 0:
             return batch
         return {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+
+
+@dataclasses.dataclass
+class DataProfile:
+    """What a stretch of batches holds: the step count of an epoch, the real tokens, and the
+    largest number of weighted positions in one row (which sizes the sparse LM head)."""
+    batches: int = 0
+    rows: int = 0
+    real_tokens: int = 0
+    weighted_positions: int = 0
+    max_row_weighted: int = 0
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        weighted_B = (batch["loss_weights"] > 0).sum(axis=1)
+        self.batches += 1
+        self.rows += int((batch["segment_ids"] > 0).any(axis=1).sum())
+        self.real_tokens += int((batch["segment_ids"] > 0).sum())
+        self.weighted_positions += int(weighted_B.sum())
+        self.max_row_weighted = max(self.max_row_weighted, int(weighted_B.max(initial=0)))
 
 
 class TrainData:
@@ -180,21 +220,42 @@ class TrainData:
         self.encoder = TrajectoryEncoder(load_tokenizer(tokenizer if tokenizer is not None else cfg.tokenizer),
                                          options, mask)
 
-        ds = grain.MapDataset.range(len(self.records))
+        self._indices = grain.MapDataset.range(len(self.records))
         if cfg.shuffle:
-            ds = ds.shuffle(seed=cfg.seed)
-        ds = ds[self.process_index::self.process_count]
-        records_here = len(ds)
-        ds = ds.repeat(cfg.num_epochs)
-        encode = _LockedEncoder(self.encoder, records_here, ",".join(cfg.train_files))
-        ds = ds.map(self.records.get).map(encode).filter(lambda x: x is not None)
+            self._indices = self._indices.shuffle(seed=cfg.seed)
+        self._indices = self._indices[self.process_index::self.process_count]
+        self.encoded = _EncodeOnce(self.records, self.encoder, len(self._indices), ",".join(cfg.train_files))
+        self.dataset = self._packed(cfg.num_epochs)
+        self.iterator = iter(self.dataset)
+
+    def _packed(self, num_epochs: int | None):
+        """Indices -> cached encoded features -> packed rows -> [B_local, T] batches."""
+        import grain
+
+        cfg = self.cfg
+        ds = self._indices.repeat(num_epochs).map(self.encoded).filter(lambda x: x is not None)
         it = ds.to_iter_dataset()
         length = {k: cfg.seq_len for k in PACKED_FEATURES}
         it = grain.experimental.FirstFitPackIterDataset(it, length_struct=length, num_packing_bins=cfg.num_packing_bins,
                                                         seed=cfg.seed, shuffle_bins=cfg.shuffle)
         it = it.map(_to_batch_keys).batch(self.local_batch_size, drop_remainder=False).map(_PadRows(self.local_batch_size))
-        self.dataset = it
-        self.iterator = iter(it)
+        if cfg.worker_count > 0:  # Grain worker processes run the pipeline above; the iterator state stays exact
+            from absl import flags
+            if not flags.FLAGS.is_parsed():  # Grain reads its absl flags in the workers; a library caller has none
+                flags.FLAGS.mark_as_parsed()
+            it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
+        return it
+
+    def profile(self, num_epochs: int = 1, max_batches: int | None = None) -> "DataProfile":
+        """Counts over this process's first ``num_epochs`` epochs of batches (at most ``max_batches``),
+        from a separate iterator: the training iterator does not move. Encoding is cached, so
+        the batches profiled are encoded once for the whole run."""
+        out = DataProfile()
+        for batch in self._packed(num_epochs):
+            out.add(batch)
+            if max_batches is not None and out.batches >= max_batches:
+                break
+        return out
 
     @property
     def read_report(self) -> ReadReport:
@@ -202,7 +263,7 @@ class TrainData:
 
     @property
     def encode_report(self):
-        """Counts of what this process has encoded so far (including Grain's read-ahead)."""
+        """Counts of what this process has encoded so far, each record once (including Grain's read-ahead)."""
         return self.encoder.report
 
     def summary(self) -> str:

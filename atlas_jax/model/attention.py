@@ -2,7 +2,11 @@
 
 ``xla``: a plain einsum/softmax reference that runs everywhere (CPU tests, TPU). Scores are
 computed in float32 and the mask is built from segment ids and positions, so a packed row
-gives exactly the result of running each of its sequences alone.
+gives exactly the result of running each of its sequences alone. Self-attention runs it
+blockwise over query blocks of ``Q_BLOCK`` (``blockwise_attention``), each block rematerialised:
+the forward holds one block's float32 [B, K, G, Tq, S] scores at a time and the backward keeps
+only q, k, v (not every layer's T x T scores and probabilities), which is what bounded training
+memory; every block's softmax still spans all keys, so the result is the reference's exactly.
 
 ``cudnn``: ``jax.nn.dot_product_attention(implementation="cudnn")`` on NVIDIA GPUs (bf16/fp16
 only). What it supports for packing, as used here:
@@ -60,6 +64,34 @@ def xla_attention(q_BxTxHxD: jax.Array, k: jax.Array, v: jax.Array, mask_BxTxS: 
     return out.reshape(b, t, h, d).astype(q_BxTxHxD.dtype)
 
 
+Q_BLOCK = 512  # queries per block in blockwise_attention
+
+
+def blockwise_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
+                        positions_BxT: jax.Array, segment_ids_BxT: jax.Array | None, sliding_window: int | None,
+                        q_block: int = Q_BLOCK) -> jax.Array:
+    """``xla_attention`` over query blocks; each block builds its own mask and is recomputed in
+    the backward pass (``jax.checkpoint``), so no [B, T, S] or [B, K, G, T, S] tensor is stored."""
+    b, t, h, d = q_BxTxHxD.shape
+    n = next(n for n in range(1, t + 1) if t % n == 0 and t // n <= q_block)
+
+    @jax.checkpoint
+    def block(q_BxCxHxD, q_pos_BxC, q_seg_BxC):
+        mask_BxCxS = attention_mask(q_pos_BxC, positions_BxT, q_seg_BxC, segment_ids_BxT, sliding_window)
+        return xla_attention(q_BxCxHxD, k_BxTxKxD, v_BxTxKxD, mask_BxCxS)
+
+    if n == 1:
+        return block(q_BxTxHxD, positions_BxT, segment_ids_BxT)
+
+    def split(x):  # [B, T, ...] -> [n, B, T/n, ...]
+        return jnp.moveaxis(x.reshape(b, n, t // n, *x.shape[2:]), 1, 0)
+
+    segments = split(segment_ids_BxT) if segment_ids_BxT is not None else None
+    out_NxBxCxHxD = jax.lax.map(lambda a: block(a[0], a[1], a[2]),
+                                (split(q_BxTxHxD), split(positions_BxT), segments))
+    return jnp.moveaxis(out_NxBxCxHxD, 0, 1).reshape(b, t, h, d)
+
+
 def fused_attention(q_BxTxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
                     mask_BxTxS: jax.Array | None, implementation: str) -> jax.Array:
     """``jax.nn.dot_product_attention``; ``mask=None`` means plain causal (unpacked)."""
@@ -75,8 +107,7 @@ def causal_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.
                      sliding_window: int | None, implementation: str) -> jax.Array:
     """Self-attention over one (possibly packed) block of tokens."""
     if implementation == "xla":
-        mask = attention_mask(positions_BxT, positions_BxT, segment_ids_BxT, segment_ids_BxT, sliding_window)
-        return xla_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, mask)
+        return blockwise_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, positions_BxT, segment_ids_BxT, sliding_window)
     if implementation == "cudnn":
         plain_causal = segment_ids_BxT is None and sliding_window is None
         mask = None if plain_causal else attention_mask(

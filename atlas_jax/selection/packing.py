@@ -1,4 +1,5 @@
-"""Host-side packing of score sequences into fixed [B, T] rows with per-target slot ids.
+"""Host-side packing of score sequences into fixed [B, T] rows with per-target slot ids
+(with the same packer as training batches, Grain's first-fit).
 
 Every (sequence, step) to score gets a *slot* 1..S-1 inside its row; ``slot_ids[b, t]`` is the
 slot of the token that position t predicts (targets are shifted inside each sequence, as in
@@ -42,33 +43,45 @@ def _scored_steps(seq: ScoreSequence, keep: int) -> tuple[list[int], list[int]]:
 
 def pack(sequences: Sequence[ScoreSequence], seq_len: int, num_slots: int,
          open_rows: int = 64) -> tuple[list[Row], PackReport]:
-    """First-fit-decreasing into rows of ``seq_len`` tokens and ``num_slots - 1`` slots each.
+    """Longest first, into rows of ``seq_len`` tokens and ``num_slots - 1`` slots each, with the
+    training pipeline's packer (Grain's first-fit over ``open_rows`` open rows): a sequence is
+    a "tokens" feature of its kept length and a "slots" feature of one entry per scored step,
+    so both budgets hold per row."""
+    import grain
 
-    Only the last ``open_rows`` rows take new sequences, so packing stays linear in the data.
-    """
     report = PackReport()
-    rows: list[Row] = []
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].token_ids_L))
+    elements, scored_steps = [], {}
     for i in order:
         seq = sequences[i]
         keep = min(len(seq.token_ids_L), seq_len)
         scored, cut = _scored_steps(seq, keep)
         report.sequences += 1
+        report.tokens += keep
         if keep < len(seq.token_ids_L):
             report.truncated_sequences += 1
             report.truncated_steps.extend((i, s) for s in cut)
         if len(scored) > num_slots - 1:
             raise ValueError(f"item_id={seq.item_id!r}: {len(scored)} steps in one sequence exceed "
                              f"{num_slots - 1} slots per row; raise num_slots")
-        row = next((r for r in rows[-open_rows:]
-                    if r.length + keep <= seq_len and r.slots + len(scored) <= num_slots - 1), None)
-        if row is None:
-            row = Row()
-            rows.append(row)
-        row.parts.append((i, keep, [(row.slots + 1 + j, s) for j, s in enumerate(scored)]))
-        row.length += keep
-        row.slots += len(scored)
-        report.tokens += keep
+        scored_steps[i] = scored
+        elements.append({"tokens": np.full(keep, i, np.int32), "slots": np.zeros(len(scored), np.int32)})
+    if not elements:
+        return [], report
+    packed = grain.experimental.FirstFitPackIterDataset(
+        grain.MapDataset.source(elements).to_iter_dataset(), length_struct={"tokens": seq_len, "slots": num_slots - 1},
+        num_packing_bins=open_rows, shuffle_bins=False)
+    rows = []
+    for out in packed:
+        row = Row()
+        segments_T = out["tokens_segment_ids"]
+        for segment in range(1, int(segments_T.max()) + 1):
+            where = np.nonzero(segments_T == segment)[0]
+            i = int(out["tokens"][where[0]])
+            row.parts.append((i, len(where), [(row.slots + 1 + j, s) for j, s in enumerate(scored_steps[i])]))
+            row.length += len(where)
+            row.slots += len(scored_steps[i])
+        rows.append(row)
     return rows, report
 
 

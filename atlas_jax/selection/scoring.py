@@ -1,11 +1,15 @@
 """The jitted scoring step: forward pass, per-token NLL and entropy, per-slot segment sums on device.
 
-Logits are computed from the hidden states in chunks of ``chunk`` positions (``jax.lax.map``),
-so the float32 [B, T, V] tensor never exists at once (V is 128k for Llama 3). Only three
-[B, S] float32 arrays per batch come back to the host.
+The LM head runs only at scored positions (slot > 0): per row, their hidden states are gathered
+into a [B, C] buffer whose capacity C is the batch's most scored positions in a row, rounded up
+to a power of two (a handful of compiled shapes), or the whole row when that is no smaller.
+Logits come from atlas_jax.train.loss.token_nll, the cross-entropy training uses, in chunks of
+``chunk`` positions, so the float32 [B, T, V] tensor never exists at once (V is 128k for
+Llama 3). Only three [B, S] float32 arrays per batch come back to the host.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -16,30 +20,9 @@ from jax.sharding import Mesh
 
 from atlas_jax.model import CausalLM
 from atlas_jax.sharding import batch_sharding
+from atlas_jax.train.loss import gather_rows, take_rows, token_nll
 
 SLOT_SUMS = ("tokens", "nll_sum", "entropy_sum")
-
-
-def token_nll_entropy(model: CausalLM, hidden_BxTxE: jax.Array, target_ids_BxT: jax.Array,
-                      chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Float32 [B, T] negative log-likelihood of each target and entropy of each predictive distribution."""
-    b, t, e = hidden_BxTxE.shape
-    chunk = min(chunk, t)
-    if t % chunk:
-        raise ValueError(f"row length {t} is not a multiple of the logits chunk {chunk}")
-    n = t // chunk
-    hidden_NxBxCxE = hidden_BxTxE.reshape(b, n, chunk, e).swapaxes(0, 1)
-    targets_NxBxC = target_ids_BxT.reshape(b, n, chunk).swapaxes(0, 1)
-
-    def one_chunk(args):
-        hidden_BxCxE, targets_BxC = args
-        logp_BxCxV = jax.nn.log_softmax(model.logits(hidden_BxCxE), axis=-1)
-        nll_BxC = -jnp.take_along_axis(logp_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
-        entropy_BxC = -jnp.sum(jnp.exp(logp_BxCxV) * logp_BxCxV, axis=-1)
-        return nll_BxC, entropy_BxC
-
-    nll_NxBxC, entropy_NxBxC = jax.lax.map(one_chunk, (hidden_NxBxCxE, targets_NxBxC))
-    return nll_NxBxC.swapaxes(0, 1).reshape(b, t), entropy_NxBxC.swapaxes(0, 1).reshape(b, t)
 
 
 def slot_sums(values_BxT: jax.Array, slot_ids_BxT: jax.Array, num_slots: int) -> jax.Array:
@@ -48,6 +31,14 @@ def slot_sums(values_BxT: jax.Array, slot_ids_BxT: jax.Array, num_slots: int) ->
     segments_BxT = slot_ids_BxT + num_slots * jnp.arange(b, dtype=slot_ids_BxT.dtype)[:, None]
     sums = jax.ops.segment_sum(values_BxT.reshape(-1), segments_BxT.reshape(-1), num_segments=b * num_slots)
     return sums.reshape(b, num_slots)
+
+
+def scored_capacity(slot_ids_BxT: np.ndarray, smallest: int = 64) -> int | None:
+    """Buffer size for a batch's scored positions: the most in one row, rounded up to a power of
+    two (at least ``smallest``); None when that would not be smaller than the row."""
+    need = int((np.asarray(slot_ids_BxT) > 0).sum(axis=1).max(initial=0))
+    capacity = max(smallest, 1 << max(need - 1, 0).bit_length())
+    return None if capacity >= slot_ids_BxT.shape[1] else capacity
 
 
 def make_score_step(model: CausalLM, num_slots: int, chunk: int = 256,
@@ -59,11 +50,17 @@ def make_score_step(model: CausalLM, num_slots: int, chunk: int = 256,
     """
     graphdef, state = nnx.split(model)
 
-    @jax.jit
-    def step(state, input_ids_BxT, target_ids_BxT, positions_BxT, segment_ids_BxT, slot_ids_BxT):
+    @functools.partial(jax.jit, static_argnums=0)
+    def step(capacity, state, input_ids_BxT, target_ids_BxT, positions_BxT, segment_ids_BxT, slot_ids_BxT):
         lm = nnx.merge(graphdef, state)
         hidden_BxTxE = lm.hidden_states(input_ids_BxT, positions_BxT, segment_ids_BxT)
-        nll_BxT, entropy_BxT = token_nll_entropy(lm, hidden_BxTxE, target_ids_BxT, chunk)
+        if capacity is not None:  # only the scored positions (unscored ones fill the rest with slot 0)
+            idx_BxC, real_BxC = gather_rows(slot_ids_BxT > 0, capacity)
+            hidden_BxTxE = take_rows(hidden_BxTxE, idx_BxC)
+            target_ids_BxT = take_rows(target_ids_BxT, idx_BxC)
+            slot_ids_BxT = jnp.where(real_BxC, take_rows(slot_ids_BxT, idx_BxC), 0)
+        b, p = target_ids_BxT.shape
+        nll_BxT, entropy_BxT = token_nll(lm, hidden_BxTxE, target_ids_BxT, b * min(chunk, p), entropy=True)
         scored_BxT = (slot_ids_BxT > 0).astype(jnp.float32)
         return {"tokens": slot_sums(scored_BxT, slot_ids_BxT, num_slots),
                 "nll_sum": slot_sums(nll_BxT * scored_BxT, slot_ids_BxT, num_slots),
@@ -75,6 +72,6 @@ def make_score_step(model: CausalLM, num_slots: int, chunk: int = 256,
         arrays = [batch[k] for k in ("input_ids", "target_ids", "positions", "segment_ids", "slot_ids")]
         if sharding is not None:
             arrays = [jax.device_put(a, sharding) for a in arrays]
-        return step(state, *arrays)
+        return step(scored_capacity(batch["slot_ids"]), state, *arrays)
 
     return run

@@ -11,6 +11,7 @@ from atlas_jax.data.pipeline import DataConfig
 from atlas_jax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from atlas_jax.platform_defaults import default_compute_dtype
 from atlas_jax.sharding import MeshConfig
+from atlas_jax.train.loss import LM_HEADS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,18 +64,26 @@ class OptimSection:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSection:
-    steps: int
+    steps: int | None = None  # the run's length: exactly one of steps or epochs
+    epochs: int | None = None  # sized in epochs: steps = packed batches of that many passes over the data
     seed: int = 0
     log_every: int = 1
     save_every: int = 100  # 0: only at the end (and on SIGTERM)
     keep_checkpoints: int = 3
     async_checkpointing: bool = True
-    loss_chunk_tokens: int = 2048  # tokens per logits chunk in the loss: bounds the float32 [*, V] memory
+    loss_chunk_tokens: int = 1024  # tokens per logits chunk in the loss: bounds the float32 [*, V] memory
+    lm_head: str = "sparse"  # sparse: logits only at weighted positions (exact); dense: at every position
     progress_bar: bool = True
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError("train: set exactly one of train.steps or train.epochs (to size a run in epochs "
+                              "over a config that sets steps, add train.steps=null)")
+        for name in ("steps", "epochs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lm_head not in LM_HEADS:
+            raise ConfigError(f"train.lm_head: expected one of {', '.join(LM_HEADS)}, got {self.lm_head!r}")
         for name in ("log_every", "keep_checkpoints", "loss_chunk_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -137,6 +146,6 @@ def validate_for_devices(cfg: RunConfig, num_devices: int, num_processes: int) -
                           f"per micro-batch cannot be split over mesh data x fsdp = {batch_shards} devices")
     if rows % num_processes:
         raise ConfigError(f"data.global_batch_size={rows} is not divisible by {num_processes} processes")
-    if cfg.optim.warmup_steps > cfg.train.steps:
+    if cfg.train.steps is not None and cfg.optim.warmup_steps > cfg.train.steps:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} exceeds train.steps={cfg.train.steps}")
     return shape

@@ -13,7 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from atlas_jax.data.sequences import BATCH_KEYS
 from atlas_jax.model import CausalLM, state_shardings
 from atlas_jax.sharding import batch_sharding, shard
-from atlas_jax.train.loss import weighted_ce_sums
+from atlas_jax.train.loss import head_fits, weighted_ce_sums
 
 
 @dataclasses.dataclass
@@ -33,7 +33,9 @@ def split_params(model: CausalLM):
 
 
 def build_steps(model: CausalLM, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh: Mesh,
-                grad_accum_steps: int, loss_chunk_tokens: int) -> Steps:
+                grad_accum_steps: int, loss_chunk_tokens: int, head_capacity: int | None = None) -> Steps:
+    """``head_capacity``: weighted positions per row the sparse LM head holds (None: dense head;
+    see atlas_jax.train.loss). Evaluation always uses the dense head: held-out data weights every step."""
     graphdef, params = split_params(model)
     param_sh = state_shardings(params, mesh)
     batch_sh = {key: batch_sharding(mesh, 2) for key in BATCH_KEYS}
@@ -47,7 +49,7 @@ def build_steps(model: CausalLM, tx: optax.GradientTransformation, schedule: opt
 
     def sums_and_grads(p, batch):
         def f(p):
-            return weighted_ce_sums(nnx.merge(graphdef, p), batch, loss_chunk_tokens)
+            return weighted_ce_sums(nnx.merge(graphdef, p), batch, loss_chunk_tokens, head_capacity)
         (total, weight), grads = jax.value_and_grad(f, has_aux=True)(p)
         return total, weight, grads
 
@@ -73,6 +75,8 @@ def build_steps(model: CausalLM, tx: optax.GradientTransformation, schedule: opt
         metrics = {"loss": total / denom, "weighted_tokens": weight,
                    "trained_positions": jnp.sum(batch["loss_weights"] > 0),
                    "tokens": jnp.sum(batch["segment_ids"] > 0), "grad_norm": grad_norm,
+                   # 1 when the dense head ran (configured, or a row overflowed the sparse head's buffer)
+                   "lm_head_dense": jnp.logical_not(head_fits(batch["loss_weights"], head_capacity)).astype(jnp.int32),
                    "lr": schedule(step)}
         return p, opt_state, metrics
 

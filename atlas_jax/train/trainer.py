@@ -20,6 +20,7 @@ from atlas_jax.sharding import build_mesh
 from atlas_jax.train.checkpointing import TrainCheckpointer
 from atlas_jax.train.config import RunConfig, validate_for_devices
 from atlas_jax.train.flops import peak_flops, train_flops_per_token
+from atlas_jax.train.loss import head_capacity
 from atlas_jax.train.metrics import MetricsWriter
 from atlas_jax.train.multihost import gather_json
 from atlas_jax.train.optimizer import make_optimizer
@@ -51,6 +52,44 @@ def build_model(cfg: RunConfig, mesh) -> tuple[CausalLM, Path | None]:
         raise FileNotFoundError(f"model.config: {config_path} does not exist")
     model_cfg = ModelConfig.from_hf_dict(read_json(config_path), source=str(config_path), **options)
     return init_model(model_cfg, seed=cfg.train.seed, mesh=mesh), None
+
+
+PROFILE_BATCHES = 256
+
+
+@dataclasses.dataclass
+class RunPlan:
+    steps: int
+    head_capacity: int | None  # sparse LM head buffer per row; None: dense head
+    summary: str
+
+
+def plan_run(cfg: RunConfig, data: TrainData) -> RunPlan:
+    """The step count (from ``train.epochs`` via the packed data, or ``train.steps``) and the
+    sparse head's capacity, sized from the most weighted positions of a row in the profiled
+    batches (the first epoch, or the run's batches if fewer), agreed over all processes.
+    Encoding is cached, so profiling costs packing, not a second tokenization."""
+    epochs, sparse = cfg.train.epochs, cfg.train.lm_head == "sparse"
+    if epochs is None and not sparse:
+        return RunPlan(cfg.train.steps, None, f"run: {cfg.train.steps} steps, dense LM head")
+    # a run sized in steps profiles at most PROFILE_BATCHES batches: enough to size the buffer (an
+    # overflow only costs a dense step), without encoding a huge data set before the first step
+    profile = data.profile(num_epochs=epochs or 1,
+                           max_batches=None if epochs else min(cfg.train.steps, PROFILE_BATCHES))
+    counts = gather_json([profile.batches, profile.max_row_weighted])
+    steps = cfg.train.steps if epochs is None else max(c[0] for c in counts)  # a short process just wraps
+    if steps < 1:
+        raise ValueError(f"train.epochs={epochs}: the data gives no batch")
+    if cfg.optim.warmup_steps > steps:
+        raise ValueError(f"optim.warmup_steps={cfg.optim.warmup_steps} exceeds the run's {steps} steps")
+    capacity = head_capacity(max(c[1] for c in counts), cfg.data.seq_len) if sparse else None
+    real = profile.real_tokens / max(profile.batches * data.local_batch_size * cfg.data.seq_len, 1)
+    trained = profile.weighted_positions / max(profile.real_tokens, 1)
+    sized = f"{steps} steps" if epochs is None else f"{epochs} epoch(s) = {steps} steps"
+    head = ("dense LM head" if capacity is None else
+            f"sparse LM head, {capacity} of {cfg.data.seq_len} positions per row")
+    return RunPlan(steps, capacity, f"run: {sized}; {head}; profiled {profile.batches} batches: real tokens "
+                                    f"{real:.1%} of padded, weighted {trained:.1%} of real")
 
 
 class _Preemption:
@@ -85,10 +124,13 @@ def train(cfg: RunConfig) -> TrainResult:
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
     model, hf_meta = build_model(cfg, mesh)
-    tx, schedule = make_optimizer(cfg.optim, cfg.train.steps)
-    steps = build_steps(model, tx, schedule, mesh, cfg.optim.grad_accum_steps, cfg.train.loss_chunk_tokens)
-    params, opt_state = steps.params, steps.opt_state
     data = TrainData(cfg.data)
+    plan = plan_run(cfg, data)
+    total_steps = plan.steps
+    tx, schedule = make_optimizer(cfg.optim, total_steps)
+    steps = build_steps(model, tx, schedule, mesh, cfg.optim.grad_accum_steps, cfg.train.loss_chunk_tokens,
+                        plan.head_capacity)
+    params, opt_state = steps.params, steps.opt_state
     checkpointer = TrainCheckpointer(cfg.checkpoint_dir, model.cfg, keep=cfg.train.keep_checkpoints,
                                      async_save=cfg.train.async_checkpointing, hf_dir=hf_meta,
                                      tokenizer_dir=cfg.data.tokenizer)
@@ -96,10 +138,11 @@ def train(cfg: RunConfig) -> TrainResult:
     if start:
         params, opt_state, data_states, _ = checkpointer.restore(start, params, opt_state)
         data.set_state(data_states[jax.process_index()])
-    writer = MetricsWriter(out_dir, cfg.train.steps, start, progress_bar=cfg.train.progress_bar)
+    writer = MetricsWriter(out_dir, total_steps, start, progress_bar=cfg.train.progress_bar)
     writer.message(f"data {', '.join(cfg.data.train_files)}: {data.read_report.summary()}")
-    if start >= cfg.train.steps:
-        writer.message(f"checkpoint step {start} already reaches train.steps={cfg.train.steps}; nothing to do")
+    writer.message(plan.summary)
+    if start >= total_steps:
+        writer.message(f"checkpoint step {start} already reaches the run's {total_steps} steps; nothing to do")
         writer.close()
         checkpointer.close()
         return TrainResult("already_done", start, checkpointer.directory, writer.path, {})
@@ -110,7 +153,8 @@ def train(cfg: RunConfig) -> TrainResult:
     seq_len, rows = cfg.data.seq_len, cfg.data.global_batch_size
     flops_per_token = train_flops_per_token(model.cfg, seq_len)
     peak = peak_flops()
-    window = {"time": time.perf_counter(), "step": start}  # throughput since the last logged step
+    # throughput since the last logged step: real (non-padding) tokens and host time spent waiting for data
+    window = {"time": time.perf_counter(), "step": start, "real_tokens": 0.0, "host_s": 0.0}
     losses: dict[int, float] = {}
     pending = None  # metrics of the last dispatched step, checked one step later (no pipeline stall)
 
@@ -118,6 +162,7 @@ def train(cfg: RunConfig) -> TrainResult:
         step, metrics = step_and_metrics
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         losses[step] = values["loss"]
+        window["real_tokens"] += values["tokens"]
         if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
             checkpointer.wait()
             last = checkpointer.latest_step()
@@ -130,25 +175,31 @@ def train(cfg: RunConfig) -> TrainResult:
             now, steps_done = time.perf_counter(), step - window["step"]
             elapsed = now - window["time"]
             tokens_per_sec = steps_done * rows * seq_len / max(elapsed, 1e-9)
-            values["tokens_per_sec"] = tokens_per_sec
+            values["tokens_per_sec"] = tokens_per_sec  # padded: every position of every row
+            values["real_tokens_per_sec"] = window["real_tokens"] / max(elapsed, 1e-9)
             values["step_time"] = elapsed / max(steps_done, 1)
+            # the input pipeline alone: batches/s it delivered while the loop waited on it; a
+            # figure near 1 / step_time means the host, not the device, limits the run
+            values["host_batches_per_sec"] = steps_done / max(window["host_s"], 1e-9)
             if peak is not None:
                 values["mfu"] = tokens_per_sec * flops_per_token / (peak * mesh.size)
             writer.write(step, values)
-            window.update(time=now, step=step)
+            window.update(time=now, step=step, real_tokens=0.0, host_s=0.0)
 
     status = "completed"
     step = start
     with _Preemption() as preemption:
-        for step in range(start, cfg.train.steps):
+        for step in range(start, total_steps):
+            fetch_start = time.perf_counter()
             batch = to_global_batch(next(data), mesh)
+            window["host_s"] += time.perf_counter() - fetch_start
             params, opt_state, metrics = steps.train(params, opt_state, batch, jnp.asarray(step, jnp.int32))
             done = step + 1
             if pending is not None:
                 check(pending, log=pending[0] % cfg.train.log_every == 0)
             pending = (done, metrics)
             writer.advance()
-            last = done == cfg.train.steps
+            last = done == total_steps
             save = last or preemption.requested or (cfg.train.save_every and done % cfg.train.save_every == 0)
             if save or (evaluator and cfg.eval.every and done % cfg.eval.every == 0):
                 check(pending, log=done % cfg.train.log_every == 0 or last)
