@@ -6,6 +6,8 @@ atlas_jax/convert/checkpoint.py): `atlas-jax export --checkpoint OUTPUT_DIR/chec
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,50 @@ class TrainCheckpointer:
             DATA_ITEM: ocp.args.JsonSave(data_state),
             META_ITEM: ocp.args.JsonSave(meta),
         }), force=True)
+
+    def restore_latest(self, params: nnx.State, opt_state: Any) -> tuple[int, nnx.State, Any, dict, dict] | None:
+        """The newest step that restores (None when there is none): a damaged newest step (a torn
+        copy, a deleted file) is named and skipped, so one bad save never loses the good ones."""
+        failures = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self.restore(step, params, opt_state)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # noqa: BLE001  (Orbax/TensorStore raise many kinds)
+                reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+                failures.append(step)
+                print(f"warning: {self.directory}: checkpoint step {step} cannot be restored ({reason}); "
+                      "trying an older step", file=sys.stderr)
+                continue
+            if failures:
+                kept = self._set_aside(failures)
+                print(f"warning: {self.directory}: resuming from step {step}, not from the damaged "
+                      f"step(s) {failures} (kept as {', '.join(kept)})", file=sys.stderr)
+            return (step, *restored)
+        if failures:
+            raise ValueError(f"{self.directory}: no checkpoint step can be restored (tried {failures}); "
+                             "move the folder away to start afresh")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> list[str]:
+        """Rename damaged step folders out of Orbax's way (the run saves those steps again), keeping
+        them for inspection rather than deleting anything."""
+        names = []
+        for step in steps:
+            name = f"{step}.damaged"
+            n = 1
+            while (self.directory / name).exists():
+                n += 1
+                name = f"{step}.damaged-{n}"
+            if jax.process_index() == 0:
+                os.replace(self.directory / str(step), self.directory / name)
+            names.append(name)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("atlas_jax_set_aside_damaged_steps")
+        self.manager.reload()
+        return names
 
     def restore(self, step: int, params: nnx.State, opt_state: Any) -> tuple[nnx.State, Any, dict, dict]:
         """Restore into the layout (shapes, dtypes, shardings) of the given live state."""

@@ -134,9 +134,9 @@ def train(cfg: RunConfig) -> TrainResult:
     checkpointer = TrainCheckpointer(cfg.checkpoint_dir, model.cfg, keep=cfg.train.keep_checkpoints,
                                      async_save=cfg.train.async_checkpointing, hf_dir=hf_meta,
                                      tokenizer_dir=cfg.data.tokenizer)
-    start = checkpointer.latest_step() or 0
-    if start:
-        params, opt_state, data_states, _ = checkpointer.restore(start, params, opt_state)
+    start, restored = 0, checkpointer.restore_latest(params, opt_state)
+    if restored is not None:
+        start, params, opt_state, data_states, _ = restored
         data.set_state(data_states[jax.process_index()])
     writer = MetricsWriter(out_dir, total_steps, start, progress_bar=cfg.train.progress_bar)
     writer.message(f"data {', '.join(cfg.data.train_files)}: {data.read_report.summary()}")

@@ -157,3 +157,26 @@ def test_training_checkpoint_exports_to_transformers(reference_run, train_assets
         first_losses.append(run.losses[1])
     assert first_losses[0] == pytest.approx(first_losses[1], rel=1e-6)
     assert first_losses[0] < reference_run[1].losses[1]  # trained weights, not a fresh init
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_one_before(reference_run, train_assets, tmp_path, capsys):
+    """A torn newest save is named and skipped: the run resumes from the newest good step and
+    retrains exactly what the uninterrupted run trained."""
+    from atlas_jax.cli import main
+
+    _, reference = reference_run
+    args = ["train", "--config", TINY_CPU, *base_overrides(train_assets, tmp_path)]
+    assert main(args) == 0  # saves 2, 4, 6 and keeps 4 and 6
+    for f in (tmp_path / "checkpoints" / "6" / "params").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "manifest" not in f.name:
+            f.write_bytes(b"\0" * 7)
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint step 6 cannot be restored" in err and "resuming from step 4" in err
+    assert (tmp_path / "checkpoints" / "6.damaged").is_dir(), "the damaged step is kept aside, not deleted"
+    assert "resumed from" in err and "step 4" in err
+    logged = read_losses(tmp_path / "metrics.jsonl")
+    assert len(logged[5]) == 2 and len(logged[6]) == 2  # steps 5 and 6 trained again
+    for step in (5, 6):
+        assert logged[step][-1] == pytest.approx(reference.losses[step], rel=1e-6)
