@@ -56,3 +56,25 @@ def sciworld_env():
     env = make_env("sciworld")
     yield env
     env.close()
+
+
+@pytest.fixture()
+def serve():
+    """``serve(env_name, **EnvServer options) -> url``: `atlas-jax serve-env` in a thread on a free
+    port, shut down after the test."""
+    import threading
+
+    from atlas_jax.envs.serve_env import EnvServer
+
+    servers = []
+
+    def start(env_name, **options):
+        server = EnvServer(env_name, "127.0.0.1", 0, quiet=True, **options)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -5,7 +5,6 @@ ends that episode as ``env_error`` and the run goes on."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -13,7 +12,6 @@ from atlas_jax.envs.agent_loop import Reply
 from atlas_jax.envs.agentgym_client import RemoteEnv
 from atlas_jax.envs.evaluate import evaluate
 from atlas_jax.envs.registry import env_class
-from atlas_jax.envs.serve_env import EnvServer
 
 from .conftest import load_sample
 
@@ -50,21 +48,6 @@ class Shared:
         pass
 
 
-@pytest.fixture()
-def serve():
-    servers = []
-
-    def start(env_name, make_env):
-        server = EnvServer(env_name, "127.0.0.1", 0, make_env=make_env, quiet=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server.url
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
 
 @pytest.mark.parametrize("env_name,episodes", [("babyai", 3), ("textcraft", 3), ("sciworld", 1)])
 def test_remote_episodes_equal_in_process(env_name, episodes, serve, request, tmp_path):
@@ -73,7 +56,7 @@ def test_remote_episodes_equal_in_process(env_name, episodes, serve, request, tm
     ids = [int(r["item_id"].rsplit("_", 1)[1]) for r in records]
     policy = ReplayPolicy(records)
     scale = float(getattr(env_class(env_name), "score_scale", 100.0))
-    url = serve(env_name, lambda: Shared(local))
+    url = serve(env_name, make_env=lambda: Shared(local))
     runs = {}
     for side, make in (("local", lambda: Shared(local)), ("remote", lambda: RemoteEnv(env_name, url))):
         out = tmp_path / f"{side}.jsonl"
@@ -101,7 +84,7 @@ def test_server_failing_mid_episode_is_recorded_and_the_run_goes_on(serve, textc
                 raise RuntimeError("simulator crashed")
             return self._env.step_action(action)
 
-    url = serve("textcraft", lambda: Failing(textcraft_env))
+    url = serve("textcraft", make_env=lambda: Failing(textcraft_env))
     out = tmp_path / "eps.jsonl"
     summary = evaluate("textcraft", lambda: RemoteEnv("textcraft", url, retries=0), ReplayPolicy(records),
                        episodes=2, batch_size=1, task_indices=ids, out_path=str(out))

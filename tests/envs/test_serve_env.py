@@ -16,7 +16,6 @@ import urllib.request
 import pytest
 
 from atlas_jax.envs import make_env
-from atlas_jax.envs.serve_env import EnvServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,21 +31,6 @@ def call(url, path, body=None, method=None, raw=None):
         text = e.read().decode()
         return e.code, (json.loads(text) if e.headers.get("content-type") == "application/json" else text)
 
-
-@pytest.fixture()
-def serve():
-    servers = []
-
-    def start(env_name, **options):
-        server = EnvServer(env_name, "127.0.0.1", 0, quiet=True, **options)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server.url
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_babyai_routes_and_answers(serve):
