@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-budget", type=int, help="global cap on selected step tokens")
     parser.add_argument("--tokenizer", help="tokenizer directory, for --token-budget without --scores")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="bad trajectory records")
+    parser.add_argument("--allow-unscored", action="store_true",
+                        help="perplexity/score: write the mask even when most chosen steps have no score "
+                             "(steps the scoring pass cut off are ranked last, by index)")
     oracle = parser.add_argument_group("oracle (key from $ATLAS_ORACLE_API_KEY, else $OPENAI_API_KEY)")
     oracle.add_argument("--oracle-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     oracle.add_argument("--oracle-model", help="model name sent to the server")
@@ -85,7 +88,9 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
             values = {t.item_id: S.combined_scores(S.scores_for(t, scores), combine, t.trainable_steps)
                       for t in trajectories}
             meta.update(combine=combine)
-        return [S.select_top(t, args.ratio, values[t.item_id]) for t in trajectories], {**meta, "model": model}, 0
+        selections = [S.select_top(t, args.ratio, values[t.item_id]) for t in trajectories]
+        meta.update(model=model, **_check_unscored(args, trajectories, values, selections))
+        return selections, meta, 0
     from atlas_jax.selection.oracle import OracleOptions, label_trajectories
     from atlas_jax.selection.oracle_client import ChatClient
     from atlas_jax.selection.oracle_prompt import PROMPT_VERSION
@@ -105,8 +110,27 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
     return [labelled[t.item_id] for t in trajectories if t.item_id in labelled], meta, code
 
 
+def _check_unscored(args, trajectories, values, selections) -> dict:
+    """Say how many steps lack a score (``score`` cut them at --seq-len) and how many chosen steps
+    rest on none; refuse when most do, since such a mask is a selection by step order."""
+    missing = sum(values[t.item_id][k] is None for t in trajectories for k in t.trainable_steps)
+    total = sum(len(t.trainable_steps) for t in trajectories)
+    blind = sum(values[s.item_id][k] is None for s in selections for k in s.ranked)
+    chosen = sum(len(s.ranked) for s in selections)
+    if missing:
+        print(f"warning: {missing}/{total} trainable steps have no score in {args.scores} (cut off by "
+              f"`score --seq-len`?); {blind}/{chosen} chosen steps were picked without one (by step order)",
+              file=sys.stderr)
+    if chosen and 2 * blind > chosen and not args.allow_unscored:
+        raise ValueError(f"{blind} of {chosen} chosen steps have no score in {args.scores}: the mask would be "
+                         "a selection by step order; rerun `atlas-jax score` with a --seq-len that covers the "
+                         "data, or pass --allow-unscored")
+    return {"unscored_steps": missing, "chosen_without_score": blind}
+
+
 def run(args: argparse.Namespace) -> int:
     from atlas_jax.data.trajectory import read_trajectories
+    from atlas_jax.outputs import prepare_output
     from atlas_jax.selection.mask_writer import write_mask
     from atlas_jax.selection.scores_io import read_scores
     from atlas_jax.selection.selectors import apply_token_budget, step_cap
@@ -123,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if args.token_budget is not None and not (args.scores or args.tokenizer):
         raise ValueError("--token-budget needs step token counts: pass --scores or --tokenizer")
 
+    prepare_output(args.out, inputs=[*args.data, args.scores, args.mask])  # before any (oracle) work
     trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)
     print(f"trajectories: {read_report.summary()}")
     scores = read_scores(args.scores) if args.scores else None

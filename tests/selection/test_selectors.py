@@ -115,7 +115,8 @@ def test_select_cli_writes_masks_training_reads(tmp_path, capsys):
     for i in range(3):
         assert not set(masks["noncritical"][f"t{i}"].critical) & set(masks["perplexity"][f"t{i}"].critical)
     line = json.loads(open(out["perplexity"]).readline())
-    assert line["selector"] == {"name": "perplexity", "ratio": 0.5, "metric": "nll_mean", "model": None}
+    assert line["selector"] == {"name": "perplexity", "ratio": 0.5, "metric": "nll_mean", "model": None,
+                                "unscored_steps": 0, "chosen_without_score": 0}
     # a global budget of 10 tokens a step: only one step per trajectory survives 35 tokens
     assert main(["select", "--selector", "random", "--ratio", "0.5", "--data", data, "--scores", scores,
                  "--token-budget", "35", "--out", str(tmp_path / "b.jsonl")]) == 0
@@ -189,3 +190,26 @@ def test_select_cli_on_agentgym_layout_never_writes_the_acknowledgement(tmp_path
     assert read_mask(tmp_path / "all.jsonl")["g0"].critical == (1, 2, 3, 4)
     assert read_mask(tmp_path / "perplexity.jsonl")["g0"].critical == (3, 4)  # highest nll among steps 1-4
     assert read_mask(tmp_path / "score.jsonl")["g0"].critical == (1, 2)  # highest obs_dependence among 1-4
+
+
+def test_select_says_when_steps_lack_scores_and_refuses_a_blind_mask(tmp_path, capsys):
+    """The demo's failure: `score --seq-len` cut most steps, so `select` ranked them by index."""
+    data = write_jsonl(tmp_path / "t.jsonl", [agenttraj(f"t{i}", [f"Action: a{k}" for k in range(10)],
+                                                        task=f"Task t{i}: x") for i in range(2)])
+    cut = [1.0, 2.0] + [None] * 8  # only the first two steps fit the scoring window
+    scores = write_jsonl(tmp_path / "s.jsonl", [
+        {k: v for k, v in scores_record(f"t{i}", nll_mean=cut).items() if k != "source"} for i in range(2)])
+    out = tmp_path / "m.jsonl"
+    args = ["select", "--selector", "perplexity", "--ratio", "0.3", "--data", data, "--scores", scores,
+            "--out", str(out)]
+    # cap floor(0.3 x 10) = 3 per trajectory: 2 scored + 1 unscored each -> 2 of 6 blind: written, with a warning
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "16/20 trainable steps have no score" in err and "2/6 chosen steps were picked without one" in err
+    assert json.loads(out.read_text().splitlines()[0])["selector"]["chosen_without_score"] == 2
+    # ratio 0.8: cap 8, 6 of them unscored -> most of the mask rests on no score: refused, nothing written
+    out.unlink()
+    assert main(args[:4] + ["0.8"] + args[5:]) == 1
+    err = capsys.readouterr().err
+    assert "12 of 16 chosen steps have no score" in err and "--allow-unscored" in err and not out.exists()
+    assert main(args[:4] + ["0.8"] + args[5:] + ["--allow-unscored"]) == 0 and out.exists()
