@@ -94,3 +94,21 @@ def test_experts_keep_the_old_file_and_the_finished_episodes_when_interrupted(tm
     assert "2 finished trajectories kept" in capsys.readouterr().err
     assert write_jsonl(str(out), iter([{"item_id": "babyai_2"}])) == 1
     assert json.loads(out.read_text())["item_id"] == "babyai_2"
+
+
+def test_score_and_inspect_check_their_output_before_any_work(tmp_path, capsys):
+    """A whole scoring pass used to be lost to `No such file or directory: 'newdir/scores.jsonl.tmp'`."""
+    data = tmp_path / "t.jsonl"
+    data.write_text(json.dumps({"item_id": "a", "conversations": [
+        {"from": "human", "value": "Go."}, {"from": "gpt", "value": "Action: go"}]}) + "\n")
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    for command in (["score", "--model", str(tmp_path / "no-model"), "--data", str(data),
+                     "--out", str(tmp_path / "blocker" / "s.jsonl")],
+                    ["inspect", "--data", str(data), "--tokenizer", str(tmp_path / "no-tokenizer"),
+                     "--json", str(tmp_path / "blocker" / "i.jsonl")]):
+        assert main(command) == 1
+        err = capsys.readouterr().err  # the output is refused first, before the missing model/tokenizer
+        assert "cannot write into" in err and "blocker" in err, err
+    assert main(["inspect", "--data", str(data), "--tokenizer", "x", "--json", str(data)]) == 1
+    assert "the output is the input" in capsys.readouterr().err
+    assert json.loads(data.read_text())["item_id"] == "a"

@@ -11,6 +11,7 @@ trajectory with ``layout`` (turns with role, kind, step index, trainable) and pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -95,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder
     from atlas_jax.data.mask import check_mask_against, read_mask, step_weights
     from atlas_jax.data.trajectory import read_trajectories
+    from atlas_jax.outputs import atomic_write, prepare_output
 
+    if args.json and args.json != "-":
+        prepare_output(args.json, inputs=[*args.data, args.mask])
     trajectories, report = read_trajectories(args.data)
     mode = args.mode or ("mask" if args.mask else "all")
     mask = read_mask(args.mask) if args.mask else None
@@ -111,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
             raise KeyError(f"item_id {missing[0]!r} is not in {', '.join(args.data)}")
         trajectories = [t for t in trajectories if t.item_id in set(args.item)]
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    json_out = None if not args.json else sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
+    files = contextlib.ExitStack()
+    json_out = None if not args.json else sys.stdout if args.json == "-" else files.enter_context(atomic_write(args.json))
     printed = 0
-    try:
+    with files:
         for traj in trajectories:
             enc = encoder.prepare(traj)
             trained = enc is not None
@@ -142,9 +147,6 @@ def run(args: argparse.Namespace) -> int:
             print(_describe(traj, turns, counts, weights))
             print(_render(tokens, enc.step_ids.tolist(), enc.token_weights.tolist(), color, set(traj.trainable_steps)))
             print()
-    finally:
-        if json_out is not None and json_out is not sys.stdout:
-            json_out.close()
     out = sys.stderr if json_out is sys.stdout else sys.stdout
     print(f"trajectories: {report.summary()}", file=out)
     print(f"encoding ({mode}): {encoder.report.summary()}", file=out)

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.convert.checkpoint import default_tokenizer_dir, load_pretrained
     from atlas_jax.data.encode import load_tokenizer
     from atlas_jax.data.trajectory import read_trajectories
+    from atlas_jax.outputs import prepare_output
     from atlas_jax.selection.score_pass import ScoreOptions, score_trajectories
     from atlas_jax.selection.scores_io import write_scores
     from atlas_jax.sharding import MeshConfig, build_mesh
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
                            group_size=args.group_size)
     mesh = build_mesh(MeshConfig.parse(args.mesh))
     options.validate(mesh)  # before loading anything
+    prepare_output(args.out, inputs=[*args.data, args.model])  # a whole scoring pass is never lost at the end
     trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)
     print(f"trajectories: {read_report.summary()}")
     tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
