@@ -7,7 +7,7 @@ WooooDyy/AgentGym do it, react action format):
 - the ``/reset`` body for a task index and how the first observation is formed from the answer;
 - the client-side parse of a model response into the action sent to ``/step`` (and the
   observations the client answers itself), and which answer field is the step's reward;
-- the step limit (``max_round`` of AgentGym's evaluation scripts), the success rule and the scale
+- the step limit (``max_round`` of AgentGym's evaluation scripts; for hosted envs their class's), the success rule and the scale
   of AgentGym's score (mean final reward x 100 for rewards in [0, 1]; SciWorld's score is 0-100).
 
 For the environments we also host (BabyAI, TextCraft, SciWorld) the instruction and the client
@@ -29,10 +29,10 @@ from atlas_jax.envs.base import ACKNOWLEDGEMENT
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     name: str
-    max_rounds: int
+    rounds: int | None  # step limit; None: the hosted env class's default_max_steps
     success_rule: str  # what counts as success, in words (printed in the summary)
     success: Callable[[float, bool], bool]  # (final reward as the client reports it, done) -> success
-    score_scale: float  # AgentGym's score = mean final reward x score_scale
+    scale: float | None  # AgentGym's score = mean final reward x scale; None: the env class's score_scale
     id_key: str = "id"
     create_body: dict | None = None  # JSON body of /create (None: an empty POST)
     id_in_answer: str | None = "id"  # field of /create's answer holding the id (None: the answer is the id)
@@ -43,6 +43,15 @@ class Protocol:
     observation_key: str = "observation"
     env_class: str | None = None  # "module:Class" of our in-process env (hosted environments)
 
+    # hosted environments: one place for each default, the env class (imported only when asked)
+    @property
+    def max_rounds(self) -> int:
+        return env_class(self).default_max_steps if self.rounds is None else self.rounds
+
+    @property
+    def score_scale(self) -> float:
+        return float(env_class(self).score_scale if self.scale is None else self.scale)
+
 
 def _reward_is_one(reward: float, done: bool) -> bool:
     return reward >= 1.0
@@ -52,15 +61,15 @@ _ONE = "final reward = 1"
 # the tool environments (AgentBoard's tasks in AgentGym) report a progress rate in [0, 1]
 _TOOL = dict(id_key="env_idx", create_body={"id": 0}, id_in_answer=None, reset_body=lambda idx: {"id": idx},
              first_observation="get", parse="raw", success_rule=_ONE + " (progress rate complete)",
-             success=_reward_is_one, score_scale=100.0)
+             success=_reward_is_one, scale=100.0)
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
-    Protocol("babyai", 20, "done with a positive final reward (reward = 1 - 0.9 * steps / limit, never 1)",
-             lambda r, done: done and r > 0, 100.0, parse="env", reward_key="score",
+    Protocol("babyai", None, "done with a positive final reward (reward = 1 - 0.9 * steps / limit, never 1)",
+             lambda r, done: done and r > 0, None, parse="env", reward_key="score",
              env_class="atlas_jax.envs.babyai:BabyAIEnv"),
-    Protocol("textcraft", 20, _ONE, _reward_is_one, 100.0, create_body={"commands": None, "goal": None},
+    Protocol("textcraft", None, _ONE, _reward_is_one, None, create_body={"commands": None, "goal": None},
              parse="env", env_class="atlas_jax.envs.textcraft:TextCraftEnv"),
-    Protocol("sciworld", 30, "final score = 100", lambda r, done: r >= 100, 1.0, first_observation="sciworld",
+    Protocol("sciworld", None, "final score = 100", lambda r, done: r >= 100, None, first_observation="sciworld",
              parse="env", reward_key="score", env_class="atlas_jax.envs.sciworld:SciWorldEnv"),
     Protocol("alfworld", 30, _ONE, _reward_is_one, 100.0, first_observation="alfworld",
              reset_body=lambda idx: {"game": idx, "world_type": "Text"}),

@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.train.conftest import TINY_MODEL as TRAIN_TINY_MODEL
+
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = {
-    "model_type": "llama", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}, "tie_word_embeddings": True,
-    "bos_token_id": 0, "eos_token_id": 3,
-}
+TINY_MODEL = {**TRAIN_TINY_MODEL, "max_position_embeddings": 4096}  # eval episodes run past 1024 tokens
 
 
 def tiny_ablation(root: Path, rows=("all", "atlas"), seeds=(0,)) -> Path:

@@ -192,3 +192,9 @@ def test_transient_failures_are_retried_and_errors_end_one_episode():
         fake.stop()
     assert sum(p == "/create" for _, p, _ in fake.requests) == 2  # one 503, then retried
     assert summary.end_reasons["env_error"] == 1 and summary.successes == 1 and summary.episodes == 2
+
+
+def test_hosted_environments_take_limits_and_scales_from_their_classes():
+    """AgentGym's evaluation scripts: BabyAI 20, TextCraft 20, SciWorld 30 rounds; SciWorld's reward is 0-100."""
+    got = {name: (PROTOCOLS[name].max_rounds, PROTOCOLS[name].score_scale) for name in ("babyai", "textcraft", "sciworld")}
+    assert got == {"babyai": (20, 100.0), "textcraft": (20, 100.0), "sciworld": (30, 1.0)}
