@@ -17,6 +17,7 @@ import time
 from typing import Sequence
 
 from atlas_jax.ablate.config import AblationConfig, EvalEnv, EvalSection, Stage
+from atlas_jax.outputs import atomic_write
 
 
 class StageError(RuntimeError):
@@ -52,11 +53,9 @@ def run_command(name: str, argv: Sequence[str]) -> None:
 
 
 def write_json(path: str, value) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(value, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: str):
@@ -154,14 +153,11 @@ def epoch_budget(data_cfg) -> Budget:
     from atlas_jax.data.pipeline import TrainData
 
     data = TrainData(data_cfg, process_index=0, process_count=1)
-    steps = positions = tokens = 0
-    for batch in data:
-        steps += 1
-        positions += int((batch["loss_weights"] > 0).sum())
-        tokens += int((batch["segment_ids"] > 0).sum())
-    if steps == 0:
+    profile = data.profile(num_epochs=data_cfg.num_epochs)
+    if profile.batches == 0:
         raise ValueError(f"data {', '.join(data_cfg.train_files)}: no training batch ({data.summary()})")
-    return Budget(steps, positions, tokens, steps * data_cfg.global_batch_size * data_cfg.seq_len)
+    return Budget(profile.batches, profile.weighted_positions, profile.real_tokens,
+                  profile.batches * data_cfg.global_batch_size * data_cfg.seq_len)
 
 
 def train_stage(run_cfg, budget: Budget) -> dict:
