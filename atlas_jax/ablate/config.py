@@ -138,7 +138,10 @@ class AblationConfig:
     base: BaseStage
     finetune: Stage  # the held-in training set every row fine-tunes the base on
     eval: EvalSection
-    tokenizer: str | None = None  # a directory; "tiny": build the tiny test tokenizer; None: the base model's
+    # a directory; "tiny": the tiny test tokenizer; "trained": a tiny-tokenizer BPE trained on the base
+    # stage's trajectories (tokenizer_vocab_size tokens at most; merges span words); None: the base model's
+    tokenizer: str | None = None
+    tokenizer_vocab_size: int = 2048
     ratio: float = 0.3
     seeds: Sequence[int] = (0,)
     rows: Sequence[str] = ROWS
@@ -157,6 +160,12 @@ class AblationConfig:
         if self.tokenizer is None and self.base.model is None:
             raise ConfigError("tokenizer: not set, and there is no base.model to take it from (a directory, or "
                               "`tiny` for the tiny test tokenizer)")
+        if self.tokenizer == "trained" and self.base.model is not None:
+            raise ConfigError("tokenizer: `trained` learns a tokenizer from the base stage's data, but base.model "
+                              "is set (an existing model brings its own tokenizer: leave tokenizer unset)")
+        if self.tokenizer_vocab_size < 300:
+            raise ConfigError(f"tokenizer_vocab_size: needs room for 256 bytes and the special tokens, got "
+                              f"{self.tokenizer_vocab_size}")
         if not (self.finetune.data.files or self.finetune.data.experts):
             raise ConfigError("finetune.data: no files and no experts: the rows have nothing to train on")
         for where, section in (("train", self.train), ("base.train", self.base.train),

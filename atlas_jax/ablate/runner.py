@@ -85,7 +85,7 @@ class Ablation:
         check_resume(cfg)
         enable_compilation_cache(os.path.join(cfg.output_dir, "jax-cache"))
         self.base_model = self.base_stage()
-        self.tokenizer = stages.tokenizer_dir(cfg, self.base_model)
+        self.tokenizer = stages.tokenizer_dir(cfg, self.base_model)  # (`trained`: built by the base stage)
         self.files = stages.stage_files(cfg, cfg.finetune)
         for row in self.rows:
             for seed in cfg.seeds:
@@ -99,9 +99,9 @@ class Ablation:
         if cfg.base.model is not None:
             return cfg.base.model
         out = os.path.join(cfg.output_dir, "base")
-        tokenizer = stages.tokenizer_dir(cfg, None)
+        files = stages.stage_files(cfg, cfg.base)
+        tokenizer = stages.tokenizer_dir(cfg, None, files)
         if not is_done(out):
-            files = stages.stage_files(cfg, cfg.base)
             run_cfg, budget = stages.run_config(cfg, cfg.base, output_dir=out, files=files, tokenizer=tokenizer,
                                                 mask=None, init_from=None, seed=cfg.seeds[0])
             cost = stages.train_stage(run_cfg, budget)

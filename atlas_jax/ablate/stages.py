@@ -79,14 +79,30 @@ def produce(path: str, make) -> str:
 
 
 # -- data ----------------------------------------------------------------------------------
-def tokenizer_dir(cfg: AblationConfig, base_model: str | None) -> str:
+def tokenizer_dir(cfg: AblationConfig, base_model: str | None, base_files: Sequence[str] = ()) -> str:
+    """The tokenizer every stage uses; ``base_files``: the base stage's trajectories (`trained`)."""
+    from atlas_jax.data.tiny_tokenizer import build_tiny_tokenizer
+    out = os.path.join(cfg.output_dir, "tokenizer")
     if cfg.tokenizer == "tiny":
-        from atlas_jax.data.tiny_tokenizer import build_tiny_tokenizer
-        return produce(os.path.join(cfg.output_dir, "tokenizer"), lambda tmp: build_tiny_tokenizer(tmp))
+        return produce(out, lambda tmp: build_tiny_tokenizer(tmp))
+    if cfg.tokenizer == "trained":
+        if os.path.exists(out):
+            return out
+        if not base_files:
+            raise ValueError("tokenizer: `trained` needs the base stage's trajectory files")
+        return produce(out, lambda tmp: build_tiny_tokenizer(tmp, vocab_size=cfg.tokenizer_vocab_size,
+                                                             corpus=_message_texts(base_files)))
     if cfg.tokenizer:
         return cfg.tokenizer
     from atlas_jax.convert.checkpoint import default_tokenizer_dir  # config check: base.model is set
     return str(default_tokenizer_dir(base_model))
+
+
+def _message_texts(files: Sequence[str]) -> list[str]:
+    from atlas_jax.data.trajectory import read_trajectories
+
+    trajectories, _ = read_trajectories(list(files))
+    return [turn.content for t in trajectories for turn in t.turns]
 
 
 def stage_files(cfg: AblationConfig, stage: Stage) -> list[str]:

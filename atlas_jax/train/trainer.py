@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from atlas_jax.config_loader import to_dict
+from atlas_jax.config_loader import ConfigError, to_dict
 from atlas_jax.convert.checkpoint import HF_META_DIR, is_hf_dir, load_pretrained, read_json
 from atlas_jax.data.pipeline import TrainData, to_global_batch
 from atlas_jax.model import CausalLM, ModelConfig, init_model
@@ -52,6 +52,14 @@ def build_model(cfg: RunConfig, mesh) -> tuple[CausalLM, Path | None]:
         raise FileNotFoundError(f"model.config: {config_path} does not exist")
     model_cfg = ModelConfig.from_hf_dict(read_json(config_path), source=str(config_path), **options)
     return init_model(model_cfg, seed=cfg.train.seed, mesh=mesh), None
+
+
+def check_vocab(tokenizer_size: int, model_vocab: int, cfg: RunConfig) -> None:
+    """Token ids past the embedding table are clipped silently by XLA's gather: refuse them."""
+    if tokenizer_size > model_vocab:
+        raise ConfigError(f"data.tokenizer {cfg.data.tokenizer} has {tokenizer_size} tokens but the model's "
+                          f"vocabulary has {model_vocab} ({cfg.model.config or cfg.model.init_from}): use a model "
+                          "config whose vocab_size covers the tokenizer")
 
 
 PROFILE_BATCHES = 256
@@ -125,6 +133,7 @@ def train(cfg: RunConfig) -> TrainResult:
 
     model, hf_meta = build_model(cfg, mesh)
     data = TrainData(cfg.data)
+    check_vocab(len(data.encoder.tokenizer), model.cfg.vocab_size, cfg)
     plan = plan_run(cfg, data)
     total_steps = plan.steps
     tx, schedule = make_optimizer(cfg.optim, total_steps)

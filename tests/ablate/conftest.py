@@ -1,4 +1,4 @@
-"""A tiny ablation config: the tiny tokenizer, a 2-layer 64-wide random Llama as the base stage's
+"""A tiny ablation config: a tokenizer trained on the base data (as cpu_small), a 2-layer 64-wide random Llama as the base stage's
 starting point, eight trajectories of the bundled BabyAI sample as base data, six BabyAI expert
 episodes (other tasks) as the rows' training set, two episodes per evaluation environment."""
 from __future__ import annotations
@@ -25,7 +25,8 @@ def tiny_ablation(root: Path, rows=("all", "atlas"), seeds=(0,)) -> Path:
     config = {
         "output_dir": str(root / "out"),
         "train_config": str(REPO / "configs/tiny_cpu.yaml"),
-        "tokenizer": "tiny",
+        "tokenizer": "trained",
+        "tokenizer_vocab_size": TINY_MODEL["vocab_size"],
         "ratio": 0.3,
         "seeds": list(seeds),
         "rows": list(rows),

@@ -127,6 +127,11 @@ def test_bad_configs_name_the_key(tmp_path):
         load_ablation_config(path, ["train.train.steps=5"])
     with pytest.raises(ValueError, match="tokenizer: not set, and there is no base.model"):
         load_ablation_config(path, ["tokenizer=null"])
+    with pytest.raises(ValueError, match="tokenizer: `trained` learns a tokenizer from the base stage's data, but "
+                                         "base.model is set"):
+        load_ablation_config(path, ["base.model=/some/model"])
+    with pytest.raises(ValueError, match="tokenizer_vocab_size: needs room for 256 bytes"):
+        load_ablation_config(path, ["tokenizer_vocab_size=200"])
     with pytest.raises(ValueError, match="finetune.data: no files and no experts"):
         load_ablation_config(path, ["finetune.data.experts=[]"])
 

@@ -98,3 +98,22 @@ def test_inspect_shows_task_context_acknowledgement_and_trainable_steps(tmp_path
         ("instruction", None, None, True), ("acknowledgement", 0, False, True), ("task", None, None, True),
         ("step", 1, True, False), ("observation", None, None, False), ("step", 2, True, False),
         ("observation", None, None, False), ("step", 3, True, False)]
+
+
+def test_corpus_trained_tokenizer_merges_phrases_and_still_encodes_anything(tmp_path):
+    """tokenizer: trained (the CPU ablation): merges may span words, unseen text stays exact."""
+    from transformers import AutoTokenizer
+
+    from atlas_jax.data.tiny_tokenizer import PHRASE_CHARS, build_tiny_tokenizer
+
+    corpus = [f"There is a red ball {i} 2 steps to your left. Action:\nturn left" for i in range(50)]
+    tok = AutoTokenizer.from_pretrained(build_tiny_tokenizer(tmp_path / "tok", vocab_size=400, corpus=corpus))
+    pieces = tok.convert_ids_to_tokens(tok("There is a red ball 7 2 steps to your left.")["input_ids"])
+    assert any(" " in tok.convert_tokens_to_string([p]).strip() for p in pieces)  # a token spans words
+    assert max(len(tok.convert_tokens_to_string([p]).encode()) for p in pieces) <= PHRASE_CHARS
+    assert len(pieces) <= 8  # 43 characters of corpus text; the byte-level corpus-free tokenizer needs ~20
+    unseen = "Ünïcode ✓ and\ttabs {never seen}"
+    assert tok.decode(tok(unseen)["input_ids"]) == unseen
+    for special in SPECIAL_TOKENS:
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
+    assert len(tok) <= 400

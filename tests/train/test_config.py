@@ -69,3 +69,18 @@ def test_cli_reports_config_errors(capsys):
     assert "unknown config key(s) train.bogus" in capsys.readouterr().err
     assert main(["train", "--config", "configs/missing.yaml"]) == 1
     assert "config file not found: configs/missing.yaml" in capsys.readouterr().err
+
+
+def test_tokenizer_larger_than_the_model_vocabulary_is_refused(train_assets, tmp_path):
+    """XLA clips out-of-range embedding gathers silently: such a run must not start."""
+    import json
+
+    from atlas_jax.train.trainer import train
+    from tests.train.conftest import TINY_MODEL, run_config
+
+    small = tmp_path / "vocab300.json"
+    small.write_text(json.dumps({**TINY_MODEL, "vocab_size": 300}))
+    cfg = run_config(train_assets, tmp_path / "run", f"model.config={small}")
+    with pytest.raises(ConfigError, match=r"has 512 tokens but the model's vocabulary has 300 \(.*vocab300.json\)"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
