@@ -8,6 +8,7 @@ stage's own ``train`` <- what the runner sets (output_dir, data files, mask, epo
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence
 
 from atlas_jax.config_loader import ConfigError, build, load_yaml, merge, parse_overrides, to_dict
@@ -26,6 +27,8 @@ class ExpertSource:
     split: str = "train"
     skip: int = 0  # task indices of the split skipped first: keeps stages on disjoint tasks
     max_steps: int | None = None
+    families: str | None = None  # only these task families (comma-separated patterns, `experts --families`)
+    exclude_families: str | None = None  # never these (e.g. the held-out column's families)
 
     def __post_init__(self):
         if self.episodes < 1 or self.skip < 0:
@@ -33,7 +36,9 @@ class ExpertSource:
 
     @property
     def name(self) -> str:
-        return f"{self.env}_{self.split}_skip{self.skip}_n{self.episodes}"
+        chosen = "".join(f"_{tag}{re.sub(r'[^A-Za-z0-9]+', '-', value)}" for tag, value in
+                         (("only", self.families), ("not", self.exclude_families)) if value)
+        return f"{self.env}_{self.split}_skip{self.skip}_n{self.episodes}{chosen}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +96,8 @@ class EvalEnv:
     skip: int = 0
     server: str | None = None  # an AgentGym environment server (passed to `atlas-jax eval --server`)
     name: str | None = None  # column name (default: env); must be unique
+    families: str | None = None  # `eval --families` (in-process envs)
+    exclude_families: str | None = None  # `eval --exclude-families`
 
     def __post_init__(self):
         if self.episodes < 1:

@@ -114,7 +114,7 @@ def stage_files(cfg: AblationConfig, stage: Stage) -> list[str]:
     for source in stage.data.experts:
         path = os.path.join(cfg.output_dir, "data", f"{source.name}.jsonl")
         argv = ["--env", source.env, "--episodes", source.episodes, "--split", source.split, "--skip", source.skip,
-                "--no-progress"] + (["--max-steps", source.max_steps] if source.max_steps else [])
+                "--no-progress"] + (["--max-steps", source.max_steps] if source.max_steps else []) + family_argv(source)
         files.append(produce(path, lambda tmp: run_command("experts", argv + ["--out", tmp])))
     return files
 
@@ -224,7 +224,13 @@ def eval_argv(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, se
     argv += ["--max-len", section.max_len] if section.max_len else []
     argv += ["--max-steps", section.max_steps] if section.max_steps else []
     argv += ["--server", env.server] if env.server else []
-    return [str(a) for a in argv]
+    return [str(a) for a in argv + family_argv(env)]
+
+
+def family_argv(source) -> list:
+    """`--families` / `--exclude-families` of an ExpertSource or EvalEnv."""
+    return (["--families", source.families] if source.families else []) + (
+        ["--exclude-families", source.exclude_families] if source.exclude_families else [])
 
 
 def check_eval(section: EvalSection) -> None:

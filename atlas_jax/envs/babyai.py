@@ -155,6 +155,10 @@ class BabyAIEnv(TextEnv):
         self.check_index(task_index)
         return "eval" if task_index // len(LEVELS) < EVAL_SEEDS else "train"
 
+    def family_of(self, task_index: int) -> str:
+        self.check_index(task_index)
+        return self.level_and_seed(task_index)[0].removesuffix("-v0")  # the level, e.g. PickupLoc
+
     @staticmethod
     def level_and_seed(task_index: int) -> tuple[str, int]:
         """AgentGym's level name (its ``all_levels[i % 40 + 1]``) and seed for a task index."""

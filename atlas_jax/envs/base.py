@@ -10,6 +10,7 @@ AgentGym task instruction (the first human turn of every AgentTraj-L record).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 from typing import Any
 
@@ -68,6 +69,38 @@ def make_record(env_name: str, task_index: int, instruction: str, first_observat
     return {"item_id": f"{env_name}_{task_index}", "conversations": conversations}
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskFamilies:
+    """Which task families to play: shell patterns (``fnmatch``), e.g. include ``Pickup*``;
+    an empty ``include`` admits every family not excluded."""
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, include: str | None, exclude: str | None) -> "TaskFamilies | None":
+        """From comma-separated patterns (the CLI's --families / --exclude-families); None: all."""
+        split = lambda text: tuple(p.strip() for p in (text or "").split(",") if p.strip())  # noqa: E731
+        chosen = cls(split(include), split(exclude))
+        return chosen if chosen.include or chosen.exclude else None
+
+    def admits(self, family: str) -> bool:
+        return ((not self.include or any(fnmatch.fnmatchcase(family, p) for p in self.include))
+                and not any(fnmatch.fnmatchcase(family, p) for p in self.exclude))
+
+    def __str__(self) -> str:
+        return " ".join([f"families {','.join(self.include)}"] * bool(self.include)
+                        + [f"excluding {','.join(self.exclude)}"] * bool(self.exclude))
+
+
+def add_family_arguments(parser) -> None:
+    """--families / --exclude-families, shared by `experts` and `eval`."""
+    parser.add_argument("--families", default=None, metavar="PATTERNS",
+                        help="only tasks of these families (comma-separated shell patterns; BabyAI: levels, e.g. "
+                             "'Pickup*,GoToDoor'; TextCraft: recipe depths depth1..depth4; SciWorld: task names)")
+    parser.add_argument("--exclude-families", default=None, metavar="PATTERNS",
+                        help="skip tasks of these families (same patterns); --skip counts admitted tasks only")
+
+
 class TextEnv:
     """Base class: parsing, step limits and the episode record live here once.
 
@@ -102,13 +135,19 @@ class TextEnv:
     def split_of(self, task_index: int) -> str:
         raise NotImplementedError
 
-    def task_indices(self, split: str, n: int, start: int = 0) -> list[int]:
-        """The first ``n`` task indices of ``split`` (ascending), skipping ``start`` of them."""
+    def family_of(self, task_index: int) -> str:
+        """The task's family (a BabyAI level, a TextCraft recipe depth, a SciWorld task): a held-out
+        column keeps whole families out of training. One family per environment unless overridden."""
+        return self.name
+
+    def task_indices(self, split: str, n: int, start: int = 0, families: TaskFamilies | None = None) -> list[int]:
+        """The first ``n`` task indices of ``split`` (ascending) whose family ``families`` admits,
+        skipping ``start`` of them."""
         if split not in SPLITS:
             raise ValueError(f"{self.name}: unknown split {split!r}; expected one of {SPLITS}")
         found: list[int] = []
         for i in range(self.num_tasks()):
-            if self.split_of(i) == split:
+            if self.split_of(i) == split and (families is None or families.admits(self.family_of(i))):
                 if start > 0:
                     start -= 1
                     continue

@@ -7,11 +7,13 @@ per episode: task, turns, reward, success, end reason, the conversation) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 from atlas_jax.envs.agentgym_protocol import PROTOCOLS
+from atlas_jax.envs.base import TaskFamilies, add_family_arguments
 from atlas_jax.envs.registry import ENVS
 
 DEFAULT_MAX_LEN = 4096  # AgentGym's evaluator ends an episode whose conversation reaches 4096 tokens
@@ -33,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, default=3, help="--server: retries of transient failures (default 3)")
     parser.add_argument("--split", default="eval", choices=("train", "eval"), help="which task indices")
     parser.add_argument("--skip", type=int, default=0, help="skip this many task indices of the split first")
+    add_family_arguments(parser)
     parser.add_argument("--out", default="eval_out", help="output directory (default: eval_out)")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer directory (default: MODEL/tokenizer for a checkpoint, MODEL for an HF dir)")
@@ -85,6 +88,10 @@ def env_factory(env_name: str, args: argparse.Namespace):
     from atlas_jax.envs.registry import env_class, make_env
 
     ids = parse_task_ids(args.task_ids)[:args.episodes] if args.task_ids else None
+    families = TaskFamilies.parse(args.families, args.exclude_families)
+    if families and (args.server or ids):
+        raise ValueError("--families / --exclude-families choose tasks of the in-process environments; "
+                         "with --server or --task-ids give the task indices themselves")
     if args.server:
         from atlas_jax.envs.agentgym_client import RemoteEnv
 
@@ -99,6 +106,12 @@ def env_factory(env_name: str, args: argparse.Namespace):
     if env_name not in ENVS:
         raise ValueError(f"--env {env_name}: not available in process (only {', '.join(sorted(ENVS))}); "
                          f"give --server URL of an AgentGym {env_name} server")
+    if families:
+        with contextlib.closing(make_env(env_name)) as probe:
+            ids = probe.task_indices(args.split, args.episodes, start=args.skip, families=families)
+        if not ids:
+            raise ValueError(f"--env {env_name}: no task of split {args.split!r} after skipping {args.skip} "
+                             f"({families})")
     return (lambda: make_env(env_name, max_steps=args.max_steps), ids, "in-process atlas-jax environment",
             float(getattr(env_class(env_name), "score_scale", 100.0)))
 

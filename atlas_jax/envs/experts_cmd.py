@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from atlas_jax.envs.base import TaskFamilies, add_family_arguments
 from atlas_jax.envs.registry import ENVS
 from atlas_jax.outputs import atomic_write, prepare_output
 
@@ -15,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output JSONL (AgentTraj-L); only successful episodes")
     parser.add_argument("--split", default="train", choices=("train", "eval"), help="which task indices")
     parser.add_argument("--skip", type=int, default=0, help="skip this many task indices of the split first")
+    add_family_arguments(parser)
     parser.add_argument("--max-steps", type=int, default=None, help="per-episode step limit (env default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -48,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     prepare_output(args.out)  # before any episode is played
     env = make_env(args.env, max_steps=args.max_steps)
     try:
-        indices = env.task_indices(args.split, args.episodes, start=args.skip)
+        families = TaskFamilies.parse(args.families, args.exclude_families)
+        indices = env.task_indices(args.split, args.episodes, start=args.skip, families=families)
+        if not indices:
+            raise ValueError(f"experts {args.env}: no task of split {args.split!r} after skipping {args.skip}"
+                             + (f" ({families})" if families else ""))
         report = ExpertReport(args.env)
         with tqdm(total=len(indices), desc=f"experts {args.env}", unit="ep", file=sys.stderr,
                   disable=args.no_progress) as progress:

