@@ -10,7 +10,8 @@ memory; every block's softmax still spans all keys, so the result is the referen
 
 ``cudnn``: ``jax.nn.dot_product_attention(implementation="cudnn")`` on NVIDIA GPUs (bf16/fp16
 only). Unpacked batches get the fused causal kernel (``is_causal=True``, measured on H100 at seq
-4096: 0.69 ms forward), with a sliding window as cuDNN's own ``local_window_size``. Packed batches
+4096: 0.69 ms forward), with a sliding window as cuDNN's own ``local_window_size`` (index-based, as the causal flag: an
+unpacked row's positions are 0..T-1). Packed batches
 get an explicit boolean [B, 1, T, S] mask: correct, ~6x faster than XLA with the same mask
 (12.8 ms), but ~3x the causal kernel (2.2 ms). The same calls with ``implementation="xla"`` are
 what the CPU tests run to check the wiring.
