@@ -1,4 +1,4 @@
-"""Causal attention for packed sequences, with two implementations chosen by config.
+"""Causal attention for packed sequences: the XLA reference and the fused kernels, chosen by config.
 
 ``xla``: a plain einsum/softmax reference that runs everywhere (CPU tests, TPU). Scores are
 computed in float32 and the mask is built from segment ids and positions, so a packed row
@@ -9,14 +9,33 @@ only q, k, v (not every layer's T x T scores and probabilities), which is what b
 memory; every block's softmax still spans all keys, so the result is the reference's exactly.
 
 ``cudnn``: ``jax.nn.dot_product_attention(implementation="cudnn")`` on NVIDIA GPUs (bf16/fp16
-only). What it supports for packing, as used here:
-  * unpacked batches (``segment_ids=None``, no sliding window): ``is_causal=True``, the fast
-    fused causal kernel (measured on H100, seq 4096: 0.69 ms forward);
-  * packed batches: an explicit boolean [B, 1, T, S] mask (causal & same segment & window) is
-    passed; cuDNN accepts it and matches the XLA path to bf16 precision, at ~3x the causal
-    kernel's cost (2.2 ms) but ~6x faster than XLA with the same mask (12.8 ms). cuDNN's
-    native segment-id (THD ragged) layout is not exposed by ``jax.nn``, so it is not used.
-The same call with ``implementation="xla"`` is what the CPU tests run to check the mask wiring.
+only). Unpacked batches get the fused causal kernel (``is_causal=True``, measured on H100 at seq
+4096: 0.69 ms forward), with a sliding window as cuDNN's own ``local_window_size`` (index-based, as the causal flag: an
+unpacked row's positions are 0..T-1). Packed batches
+get an explicit boolean [B, 1, T, S] mask: correct, ~6x faster than XLA with the same mask
+(12.8 ms), but ~3x the causal kernel (2.2 ms). The same calls with ``implementation="xla"`` are
+what the CPU tests run to check the wiring.
+
+``pallas_gpu`` and ``splash`` (attention_pallas.py) take segment ids natively, so packed training
+batches reach a fused kernel. Why these (checked in JAX 0.10.2, and in JAX's main branch of
+2026-08, the newest source at hand):
+  * ``jax.nn.dot_product_attention`` exposes only ``query_seq_lengths``/``key_value_seq_lengths``
+    (one padded sequence per row) and ``local_window_size``; no segment ids. cuDNN's packed
+    (THD) layout exists only in the private ``jax._src.cudnn.fused_attention_stablehlo``
+    (``q_offsets``/``kv_offsets`` with a static maximum of segments per row): a private API that
+    no CPU test can run, so not used.
+  * Tokamax (PyPI, 0.0.x) wraps the same ``dot_product_attention`` signature (mask or lengths, no
+    segment ids) and its current releases need Python >= 3.12: not used.
+  * ``jax.experimental.pallas.ops.gpu.attention.mha`` (Triton flash attention) takes segment ids
+    and a causal flag, forward and backward, and runs on CPU in Pallas interpret mode, so it is
+    tested here against the reference. No sliding window; GQA by repeating kv heads. This is
+    ``pallas_gpu``. Its speed against cuDNN-with-mask on an H100 is NOT measured yet (no GPU was
+    lent): ``benchmarks/attention_parity.py`` times both (forward + backward) so ``auto``'s
+    choice can be checked; flip it in attention_auto.py if cuDNN-with-mask wins.
+  * TPU: ``jax.experimental.pallas.ops.tpu.splash_attention`` (segment ids, causal or local
+    mask, GQA), tested on CPU in interpret mode. This is ``splash``. Untested on a TPU.
+``auto`` (attention_auto.py) picks per call from platform, dtype, packing, window and length;
+on CPU it is always the blockwise XLA path.
 
 Decoding with a KV cache (``cached_attention``) always uses the XLA reference: queries are few
 (one per row per step) and the mask spans cache slots rather than the new block, a shape the
@@ -28,8 +47,15 @@ Padding (segment 0) attends only to padding, so no row is fully masked and nothi
 """
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
+
+from atlas_jax.model.attention_auto import KERNELS, choose_attention
+from atlas_jax.model.attention_pallas import pallas_gpu_attention, splash_attention
+
+log = logging.getLogger(__name__)
 
 
 def attention_mask(q_positions_BxT: jax.Array, kv_positions_BxS: jax.Array,
@@ -93,27 +119,55 @@ def blockwise_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: j
 
 
 def fused_attention(q_BxTxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
-                    mask_BxTxS: jax.Array | None, implementation: str) -> jax.Array:
-    """``jax.nn.dot_product_attention``; ``mask=None`` means plain causal (unpacked)."""
+                    mask_BxTxS: jax.Array | None, implementation: str,
+                    sliding_window: int | None = None) -> jax.Array:
+    """``jax.nn.dot_product_attention``; ``mask=None`` means plain causal (unpacked), within
+    ``sliding_window`` keys when given (``local_window_size=(W - 1, 0)``: i - W < j <= i)."""
     if mask_BxTxS is None:
+        window = None if sliding_window is None else (sliding_window - 1, 0)
         return jax.nn.dot_product_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, is_causal=True,
-                                            implementation=implementation)
+                                            local_window_size=window, implementation=implementation)
     return jax.nn.dot_product_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask=mask_BxTxS[:, None],
                                         implementation=implementation)
+
+
+_announced: set = set()
+
+
+def resolve_attention(implementation: str, q_BxTxHxD: jax.Array, segment_ids_BxT: jax.Array | None,
+                      sliding_window: int | None) -> str:
+    """The kernel a self-attention call runs: ``implementation``, or ``auto``'s choice (logged
+    once per distinct choice, so a run says what it picked)."""
+    if implementation != "auto":
+        return implementation
+    platform = jax.default_backend()
+    chosen = choose_attention(platform, packed=segment_ids_BxT is not None, sliding_window=sliding_window,
+                              dtype=q_BxTxHxD.dtype, seq_len=q_BxTxHxD.shape[1])
+    key = (platform, chosen, segment_ids_BxT is not None, sliding_window, str(q_BxTxHxD.dtype), q_BxTxHxD.shape[1])
+    if key not in _announced:
+        _announced.add(key)
+        log.info("attention auto -> %s (%s, %s, %s, window %s, seq %d)", chosen, platform, q_BxTxHxD.dtype,
+                 "packed" if segment_ids_BxT is not None else "unpacked", sliding_window, q_BxTxHxD.shape[1])
+    return chosen
 
 
 def causal_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
                      positions_BxT: jax.Array, segment_ids_BxT: jax.Array | None,
                      sliding_window: int | None, implementation: str) -> jax.Array:
     """Self-attention over one (possibly packed) block of tokens."""
-    if implementation == "xla":
+    kernel = resolve_attention(implementation, q_BxTxHxD, segment_ids_BxT, sliding_window)
+    if kernel == "xla":
         return blockwise_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, positions_BxT, segment_ids_BxT, sliding_window)
-    if implementation == "cudnn":
-        plain_causal = segment_ids_BxT is None and sliding_window is None
-        mask = None if plain_causal else attention_mask(
+    if kernel == "cudnn":
+        mask = None if segment_ids_BxT is None else attention_mask(
             positions_BxT, positions_BxT, segment_ids_BxT, segment_ids_BxT, sliding_window)
-        return fused_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, mask, "cudnn")
-    raise ValueError(f"unknown attention implementation {implementation!r} (expected xla or cudnn)")
+        return fused_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, mask, "cudnn", sliding_window)
+    if kernel == "splash":
+        return splash_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, sliding_window)
+    if kernel == "pallas_gpu":
+        return pallas_gpu_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, sliding_window)
+    raise ValueError(f"unknown attention implementation {implementation!r} (expected auto or one of "
+                     f"{', '.join(KERNELS)})")
 
 
 def cached_attention(q_BxTxHxD: jax.Array, k_BxKxSxD: jax.Array, v_BxKxSxD: jax.Array, *,

@@ -13,7 +13,7 @@ from typing import Any
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 ROPE_TYPES = ("default", "linear", "llama3")
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas_gpu", "splash")  # auto: attention_auto.choose_attention
 REMAT_POLICIES = ("none", "full", "save_dots")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -57,7 +57,7 @@ class ModelConfig:
     # run-time options: never change the parameters, only how they are used
     dtype: str = "bfloat16"  # compute dtype; parameters stay float32
     param_dtype: str = "float32"
-    attention: str = "xla"
+    attention: str = "auto"  # CPU: always the blockwise XLA path
     remat: str = "none"
     scan_layers: bool = False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from atlas_jax.model.config import ATTENTION_IMPLS
 from atlas_jax.selection.variants import VARIANTS
 
 
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma list of passes: full (always), prompt_only (ifd), no_obs (obs_dependence)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: float32 on CPU, bfloat16 on GPU/TPU)")
-    parser.add_argument("--attention", choices=("xla", "cudnn"), help="attention kernel (default: the model's)")
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, help="attention kernel (default: the model's)")
     parser.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor mesh sizes (-1 fills; default 1,-1,1)")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                         help="bad trajectory records: stop (default) or skip and count them")

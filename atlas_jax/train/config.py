@@ -20,7 +20,7 @@ class ModelSection:
     config: str | None = None  # a Hugging Face config.json for a randomly initialised model
     # compute dtype; parameters stay float32. Default: float32 on CPU, bfloat16 on GPU/TPU
     dtype: str = dataclasses.field(default_factory=default_compute_dtype)
-    attention: str = "xla"  # xla | cudnn
+    attention: str = "auto"  # auto | xla | cudnn | pallas_gpu | splash (auto: blockwise XLA on CPU)
     remat: str = "none"  # none | full | save_dots
     scan_layers: bool = False
 

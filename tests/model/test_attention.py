@@ -85,6 +85,9 @@ def test_fused_path_matches_reference(case):
     reference = xla_attention(q, k, v, mask)
     fused = fused_attention(q, k, v, None if case == "causal" else mask, implementation="xla")
     np.testing.assert_allclose(np.asarray(fused), np.asarray(reference), atol=1e-5, rtol=1e-5)
+    if case == "window":  # unpacked with a window: the fused call's own local window, no mask
+        fused = fused_attention(q, k, v, None, implementation="xla", sliding_window=window)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(reference), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("case", ["causal", "packed", "window"])
