@@ -28,10 +28,10 @@ BF16, F32 = jnp.bfloat16, jnp.float32
     ("gpu", False, None, BF16, 4096, "cudnn"),  # fused causal kernel
     ("gpu", False, 2048, BF16, 4096, "cudnn"),  # cuDNN's own sliding window
     ("gpu", False, 2048, F32, 4096, "xla"),  # no kernel has it: cuDNN is 16-bit, Triton has no window
-    ("gpu", False, None, F32, 4096, "pallas_gpu"),  # cuDNN needs 16-bit; Triton takes float32
-    ("gpu", True, None, BF16, 4096, "pallas_gpu"),  # segment ids natively, no [B,1,T,T] mask
-    ("gpu", True, None, BF16, 1000, "cudnn"),  # length off the tile: cuDNN with the explicit mask
-    ("gpu", True, 2048, BF16, 4096, "cudnn"),  # Triton kernel has no window: cuDNN with the mask
+    ("gpu", False, None, F32, 4096, "xla"),  # cuDNN needs 16-bit; Triton (pallas_gpu) is opt-in
+    ("gpu", True, None, BF16, 4096, "cudnn"),  # explicit mask: pallas_gpu has not run on a GPU yet
+    ("gpu", True, None, BF16, 1000, "cudnn"),
+    ("gpu", True, 2048, BF16, 4096, "cudnn"),
     ("gpu", True, 2048, F32, 4096, "xla"),  # neither kernel fits
 ])
 def test_auto_decisions(platform, packed, window, dtype, seq_len, expected):
