@@ -29,7 +29,9 @@ class NoPlan(ExpertFailed):
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
-    """Raise NoPlan after ``seconds`` (SIGALRM; only in the main thread, elsewhere no limit)."""
+    """Raise NoPlan after ``seconds`` of this process's CPU time (SIGPROF; only in the main thread,
+    elsewhere no limit). CPU time, not wall time: which episodes a loaded machine keeps must not
+    differ from a quiet one's."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -37,13 +39,16 @@ def time_limit(seconds: float):
     def on_alarm(signum, frame):
         raise NoPlan("the bot timed out", f"{seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = signal.signal(signal.SIGPROF, on_alarm)
+    # The alarm repeats every 0.2 s until cleared: an exception raised while Python runs a callback
+    # that swallows it (e.g. JAX's gc callback: "Exception ignored in ...") would otherwise leave a
+    # looping replan() with no limit at all.
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.2)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def _describe(datum) -> str:

@@ -1,0 +1,36 @@
+"""The BabyAI bot's time limit: a replan that loops forever must end the episode, even when the
+first alarm lands inside a callback that swallows exceptions."""
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+
+from atlas_jax.envs.babyai_expert import NoPlan, time_limit
+
+
+def test_a_swallowed_alarm_is_repeated_until_the_loop_ends():
+    swallowed = []
+
+    def swallowing_callback(phase, info):  # like JAX's _xla_gc_callback: exceptions in gc callbacks are ignored
+        time.sleep(0.001)
+
+    gc.callbacks.append(swallowing_callback)
+    start = time.process_time()
+    try:
+        with pytest.raises(NoPlan, match="the bot timed out: 0.3 s"):
+            with time_limit(0.3):
+                while True:  # a replan() that never returns, allocating (so gc callbacks run)
+                    swallowed.append([object() for _ in range(50)])
+                    if len(swallowed) > 2000:
+                        swallowed.clear()
+                    gc.collect(0)
+    finally:
+        gc.callbacks.remove(swallowing_callback)
+    assert time.process_time() - start < 5  # CPU seconds: the limit held
+
+
+def test_limit_counts_cpu_time_not_sleep():
+    with time_limit(0.2):
+        time.sleep(0.5)  # waiting costs no CPU: no timeout
