@@ -214,10 +214,19 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two saved configs, with both values."""
-    a, b = flatten(old), flatten(new)
+    """Dotted keys whose values differ between two saved configs, with both values. A key set to
+    None counts as unset, so a run saved before an optional key existed still resumes."""
+    a, b = flatten(_without_none(old)), flatten(_without_none(new))
     return [f"{k} ({a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r})" for k in sorted(set(a) | set(b))
             if a.get(k, "<unset>") != b.get(k, "<unset>")]
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def as_dict(cfg: AblationConfig) -> dict:

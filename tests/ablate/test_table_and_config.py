@@ -108,6 +108,23 @@ def test_resume_with_changed_config_is_refused(tmp_path):
         runner.check_resume(load_ablation_config(path, [f"train_config={train_yaml}", f"output_dir={other}"]))
 
 
+def test_a_run_saved_before_an_optional_key_existed_resumes(tmp_path):
+    """A newer atlas-jax adds optional keys (None by default): an older run's saved config lacks them."""
+    import json
+
+    path = str(tiny_ablation(tmp_path))
+    runner.check_resume(load_ablation_config(path))
+    saved = tmp_path / "out" / runner.CONFIG_FILE
+    old = json.loads(saved.read_text())
+    for source in old["finetune"]["data"]["experts"]:
+        del source["families"]
+    saved.write_text(json.dumps(old))
+    runner.check_resume(load_ablation_config(path))
+    with pytest.raises(ValueError, match=r"finetune\.data\.experts .*'families': 'GoTo\*'"):
+        runner.check_resume(load_ablation_config(path, ['finetune.data.experts=[{env: babyai, episodes: 6, '
+                                                        'families: "GoTo*"}]']))
+
+
 def test_server_needs_eval_support(tmp_path, monkeypatch):
     cfg = load_ablation_config(str(tiny_ablation(tmp_path)), ["eval.held_out=[{env: textcraft, episodes: 2, "
                                                               "server: 'http://127.0.0.1:1'}]"])
