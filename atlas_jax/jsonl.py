@@ -72,6 +72,21 @@ def decode_utf8(raw: bytes, where: str, error: type[Exception]) -> str:
                           "UTF-8 encoded") from None
 
 
+NEWLINE = b"\n"
+
+
+def decode_document(raw: bytes, name: str, error: type[Exception]) -> str:
+    """A whole file's bytes as text, or ``error`` "name:line: not valid UTF-8 at byte N (0xXX)", N
+    counted from the start of that line as for a JSONL line. A leading byte-order mark is dropped."""
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = raw.rfind(NEWLINE, 0, e.start) + 1
+        decode_utf8(raw[line_start:e.end], f"{name}:{raw.count(NEWLINE, 0, e.start) + 1}", error)
+        raise  # not reached: the line alone fails to decode at the same byte
+
+
 def iter_json_lines(path: str, error: type[Exception]) -> Iterator[tuple[str, Any]]:
     """Yield ("file:line", decoded object, or an ``error`` instance for a line that is not UTF-8 or
     not JSON) for every non-blank line of an existing file; the caller raises or skips errors."""

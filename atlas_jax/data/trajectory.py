@@ -25,7 +25,7 @@ import json
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
-from atlas_jax.jsonl import (ReadReport, check_input_file, check_on_error, decode_utf8, iter_json_lines,
+from atlas_jax.jsonl import (ReadReport, check_input_file, check_on_error, decode_document, iter_json_lines,
                              skip_or_raise)
 
 __all__ = ["ReadReport", "Trajectory", "TrajectoryError", "Turn", "iter_raw", "parse_record", "parse_records",
@@ -170,9 +170,6 @@ def parse_record(obj: Any, where: str) -> Trajectory:
     return Trajectory(item_id, tuple(turns), where)
 
 
-NEWLINE = b"\n"
-
-
 def _is_json_document(name: str) -> bool:
     """.json, or (not .jsonl) a file whose first non-blank byte opens a list."""
     if name.endswith(".json") or name.endswith(".jsonl"):
@@ -196,17 +193,12 @@ def iter_raw(path: str) -> Iterator[tuple[str, Any]]:
     with open(name, "rb") as f:
         raw = f.read()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        where = f"{name}:{raw.count(NEWLINE, 0, e.start) + 1}"
-        line_start = raw.rfind(NEWLINE, 0, e.start) + 1
-        try:  # the same message as for a JSONL line: the byte's place in its line
-            decode_utf8(raw[line_start:e.end], where, TrajectoryError)
-        except TrajectoryError as err:
-            yield where, err
+        text = decode_document(raw, name, TrajectoryError)
+    except TrajectoryError as e:
+        yield str(e).split(": ", 1)[0], e
         return
     try:
-        data = json.loads(text.removeprefix("\ufeff"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         yield f"{name}:{e.lineno}", _fail(f"{name}:{e.lineno}", None, "bad JSON", f"invalid JSON: {e.msg}")
         return
