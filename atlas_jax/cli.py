@@ -2,12 +2,15 @@
 
 Each subcommand lives in the package that owns it, as a module with
 ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when
-their subcommand runs, so `atlas-jax --help` does not start JAX.
+their subcommand runs, so `atlas-jax --help` does not start JAX. User errors end a command with one
+line and exit status 2 (``user_error_message``); set ATLAS_JAX_TRACEBACK=1 to see their traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -40,7 +43,48 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERROR_EXIT = 2  # as argparse exits for a bad command line
+# user errors raised by the project that are not ValueError/KeyError: (module, class), checked only once imported
+# (a non-finite loss is not one: train and ablate turn it into exit status 3 themselves)
+_PROJECT_ERRORS = (("atlas_jax.envs.agentgym_client", "ServerError"), ("atlas_jax.ablate.stages", "StageError"))
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _raised_by_project(e: BaseException) -> bool:
+    """Whether the innermost frame of ``e``'s traceback is atlas-jax code: a check written for the user,
+    not a library's ValueError from a shape mismatch (a programming error, which keeps its traceback)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """One line for a user error (bad input, a path the OS refuses), None for a programming error.
+
+    OSError: always a user error (missing file, permission denied, is a directory, read-only or full
+    folder), shown with its path. ValueError/KeyError and the project's own error classes: when atlas-jax
+    raised them. A bare UnicodeDecodeError or JSONDecodeError means a reader failed to name its file
+    and line: a bug, shown with its traceback."""
+    if isinstance(e, OSError):
+        if e.filename is None or not e.strerror:
+            text = str(e)
+        else:
+            text = f"{e.strerror}: {os.fsdecode(e.filename)}" + (
+                f" -> {os.fsdecode(e.filename2)}" if e.filename2 is not None else "")
+    else:
+        kinds = (ValueError, KeyError) + tuple(getattr(sys.modules[m], c) for m, c in _PROJECT_ERRORS
+                                              if m in sys.modules)
+        if not isinstance(e, kinds) or isinstance(e, (UnicodeError, json.JSONDecodeError)):
+            return None
+        if not _raised_by_project(e):
+            return None
+        text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user error ends it with one line on stderr and exit status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
@@ -51,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    # user errors (ConfigError is a ValueError; OSError covers missing, read-only and full paths): one line, no traceback
-    except (OSError, ValueError, KeyError) as e:
-        print(f"atlas-jax {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:  # the one place that turns user errors into messages; anything else propagates
+        message = user_error_message(e)
+        if message is None or os.environ.get("ATLAS_JAX_TRACEBACK"):
+            raise
+        print(f"atlas-jax {args.command}: error: {message}", file=sys.stderr)
+        return USER_ERROR_EXIT
 
 
 if __name__ == "__main__":

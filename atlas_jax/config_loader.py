@@ -16,6 +16,8 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
+from atlas_jax.jsonl import decode_document
+
 T = TypeVar("T")
 
 
@@ -61,7 +63,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(decode_document(path.read_bytes(), str(path), ConfigError)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
     if not isinstance(data, dict):

@@ -67,10 +67,12 @@ def atomic_write(path: PathLike, mode: str = "w", keep_partial: PathLike | None 
         with temp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
         temp.replace(target)  # same folder: a rename (atomic on local and POSIX filesystems)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             if keep_partial is not None:
                 temp.replace(epath.Path(keep_partial))
             else:
                 temp.unlink()
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # a full disk names no file: name it
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from e
         raise

@@ -28,7 +28,7 @@ def test_output_into_a_new_folder_is_created(tmp_path, capsys):
 def test_output_that_is_an_input_is_refused_before_work(tmp_path, capsys):
     a = write_mask(tmp_path / "a.jsonl")
     before = (tmp_path / "a.jsonl").read_bytes()
-    assert main(["compare-masks", a, a, "--json", a]) == 1
+    assert main(["compare-masks", a, a, "--json", a]) == 2
     err = capsys.readouterr().err
     assert "the output is the input" in err and a in err and "Traceback" not in err
     assert (tmp_path / "a.jsonl").read_bytes() == before
@@ -39,7 +39,7 @@ def test_read_only_folder_is_one_line(tmp_path, capsys):
     a = write_mask(tmp_path / "a.jsonl")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    assert main(["compare-masks", a, a, "--json", str(locked / "c.json")]) == 1
+    assert main(["compare-masks", a, a, "--json", str(locked / "c.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot write into" in err and str(locked) in err
 
@@ -47,7 +47,7 @@ def test_read_only_folder_is_one_line(tmp_path, capsys):
 def test_a_file_where_the_folder_should_be_is_one_line(tmp_path, capsys):
     a = write_mask(tmp_path / "a.jsonl")
     (tmp_path / "blocker").write_text("not a folder")
-    assert main(["compare-masks", a, a, "--json", str(tmp_path / "blocker" / "c.json")]) == 1
+    assert main(["compare-masks", a, a, "--json", str(tmp_path / "blocker" / "c.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot write into" in err and "blocker" in err
 
@@ -106,9 +106,9 @@ def test_score_and_inspect_check_their_output_before_any_work(tmp_path, capsys):
                      "--out", str(tmp_path / "blocker" / "s.jsonl")],
                     ["inspect", "--data", str(data), "--tokenizer", str(tmp_path / "no-tokenizer"),
                      "--json", str(tmp_path / "blocker" / "i.jsonl")]):
-        assert main(command) == 1
+        assert main(command) == 2
         err = capsys.readouterr().err  # the output is refused first, before the missing model/tokenizer
         assert "cannot write into" in err and "blocker" in err, err
-    assert main(["inspect", "--data", str(data), "--tokenizer", "x", "--json", str(data)]) == 1
+    assert main(["inspect", "--data", str(data), "--tokenizer", "x", "--json", str(data)]) == 2
     assert "the output is the input" in capsys.readouterr().err
     assert json.loads(data.read_text())["item_id"] == "a"

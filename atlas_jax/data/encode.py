@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from atlas_jax.data.length import LengthStats, fit_length
+from atlas_jax.data.length import LengthStats, char_budget, cut_messages, fit_length, max_token_chars
 from atlas_jax.data.mask import WEIGHT_MODES, MaskEntry, step_weights
 from atlas_jax.data.sequences import sequence_features
 from atlas_jax.data.spans import SPAN_METHODS, encode_steps
@@ -87,12 +87,16 @@ class TrajectoryEncoder:
         self.mask = mask
         self.chat_template = chat_template
         self.report = EncodeReport()
+        self._budget_chars: int | None = None  # from the tokenizer's vocabulary, on first use
         if options.weight_mode == "mask" and mask is None:
             raise ValueError("weight_mode 'mask' needs a mask file (data.mask_file), or use weight_mode 'all'")
 
-    def encode(self, traj: Trajectory, weights: np.ndarray | None = None) -> EncodedTrajectory:
-        """Tokens, step ids and weights; ``weights`` (float32[num_steps]) overrides the weight mode."""
-        token_ids_L, step_ids_L = encode_steps(self.tokenizer, traj.messages(), method=self.options.span_method,
+    def encode(self, traj: Trajectory, weights: np.ndarray | None = None, *,
+               messages: list[dict] | None = None) -> EncodedTrajectory:
+        """Tokens, step ids and weights; ``weights`` (float32[num_steps]) overrides the weight mode;
+        ``messages`` replaces the trajectory's text (its turns cut, see length.cut_messages)."""
+        messages = traj.messages() if messages is None else messages
+        token_ids_L, step_ids_L = encode_steps(self.tokenizer, messages, method=self.options.span_method,
                                                chat_template=self.chat_template,
                                                where=f"{traj.source} item_id={traj.item_id!r}")
         if weights is None:
@@ -100,6 +104,14 @@ class TrajectoryEncoder:
         weights = np.asarray(weights, np.float32)
         token_weights_L = np.where(step_ids_L >= 0, weights[np.maximum(step_ids_L, 0)], 0.0).astype(np.float32)
         return EncodedTrajectory(traj.item_id, token_ids_L, step_ids_L, token_weights_L, traj.num_steps)
+
+    def cut(self, traj: Trajectory) -> tuple[list[dict], int]:
+        """The trajectory's messages cut to what max_length can use (length.cut_messages), number cut."""
+        if self.options.max_length is None:
+            return traj.messages(), 0
+        if self._budget_chars is None:
+            self._budget_chars = char_budget(self.options.max_length, max_token_chars(self.tokenizer))
+        return cut_messages(traj.messages(), self._budget_chars)
 
     def prepare(self, traj: Trajectory) -> EncodedTrajectory | None:
         opts = self.options
@@ -112,8 +124,16 @@ class TrajectoryEncoder:
         if not (weights > 0).any():
             self.report.no_weighted_tokens += 1
             return None
-        enc = self.encode(traj, weights)
+        messages, cut = self.cut(traj)
+        enc = self.encode(traj, weights, messages=messages)
         length = self.report.length
+        if cut:
+            length.messages_cut += cut
+            length.sequences_with_cut_messages += 1
+            if length.sequences_with_cut_messages <= _MAX_CUT_WARNINGS:
+                log.warning("%s item_id=%r: %d messages cut to %d characters before tokenizing (all beyond "
+                            "max_length=%d tokens)", traj.source, traj.item_id, cut, self._budget_chars,
+                            opts.max_length)
         cut_before = length.truncated_weighted_tokens
         ids, steps, w = fit_length(enc.token_ids, enc.step_ids, enc.token_weights, max_length=opts.max_length,
                                    drop_after_last_weighted=opts.drop_after_last_weighted, stats=length)

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-tail", action="store_true", help="keep tokens after the last weighted token")
     parser.add_argument("--json", metavar="OUT", help="write per-token JSON lines to OUT ('-' = stdout)")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="bad trajectory or mask records: stop (default) or skip and count them")
 
 
 def layout(traj) -> list[dict]:
@@ -96,13 +98,15 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder
     from atlas_jax.data.mask import check_mask_against, read_mask, step_weights
     from atlas_jax.data.trajectory import read_trajectories
+    from atlas_jax.jsonl import ReadReport
     from atlas_jax.outputs import atomic_write, prepare_output
 
     if args.json and args.json != "-":
         prepare_output(args.json, inputs=[*args.data, args.mask])
-    trajectories, report = read_trajectories(args.data)
+    trajectories, report = read_trajectories(args.data, on_error=args.on_error)
     mode = args.mode or ("mask" if args.mask else "all")
-    mask = read_mask(args.mask) if args.mask else None
+    mask_report = ReadReport()
+    mask = read_mask(args.mask, on_error=args.on_error, report=mask_report) if args.mask else None
     if mask is not None:
         check_mask_against(mask, trajectories)
     options = EncodeOptions(weight_mode=mode, unmasked=args.unmasked, max_length=args.max_length,
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         known = {t.item_id for t in trajectories}
         missing = [i for i in args.item if i not in known]
         if missing:
-            raise KeyError(f"item_id {missing[0]!r} is not in {', '.join(args.data)}")
+            raise ValueError(f"item_id {missing[0]!r} is not in {', '.join(args.data)}")
         trajectories = [t for t in trajectories if t.item_id in set(args.item)]
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     files = contextlib.ExitStack()
@@ -149,5 +153,7 @@ def run(args: argparse.Namespace) -> int:
             print()
     out = sys.stderr if json_out is sys.stdout else sys.stdout
     print(f"trajectories: {report.summary()}", file=out)
+    if mask is not None:
+        print(f"mask: {mask_report.summary()}", file=out)
     print(f"encoding ({mode}): {encoder.report.summary()}", file=out)
     return 0

@@ -22,7 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
-from atlas_jax.jsonl import iter_jsonl
+from atlas_jax.jsonl import ReadReport, iter_jsonl, skip_or_raise
 from atlas_jax.data.trajectory import Trajectory
 
 WEIGHT_MODES = ("mask", "all", "agentgym")
@@ -79,14 +79,24 @@ def parse_mask_entry(obj, where: str) -> MaskEntry:
     return MaskEntry(item_id, num_steps, tuple(critical), weights, where)
 
 
-def read_mask(path: str | os.PathLike) -> dict[str, MaskEntry]:
-    """Read a mask JSONL file into {item_id: MaskEntry}; bad lines and duplicate ids are errors."""
+def read_mask(path: str | os.PathLike, *, on_error: str = "raise",
+              report: ReadReport | None = None) -> dict[str, MaskEntry]:
+    """Read a mask JSONL file into {item_id: MaskEntry}; bad lines and duplicate ids are errors, or
+    with ``on_error="skip"`` are left out and counted in ``report`` (their trajectories then have no
+    mask entry: the ``unmasked`` policy decides)."""
     entries: dict[str, MaskEntry] = {}
-    for where, obj in iter_jsonl(path, "mask file", MaskError):
-        entry = parse_mask_entry(obj, where)
-        if entry.item_id in entries:
-            raise MaskError(f"{where} item_id={entry.item_id!r}: duplicate; first at {entries[entry.item_id].source}")
+    for where, obj in iter_jsonl(path, "mask file", MaskError, on_error=on_error, report=report):
+        try:
+            entry = parse_mask_entry(obj, where)
+            if entry.item_id in entries:
+                raise MaskError(f"{where} item_id={entry.item_id!r}: duplicate; first at "
+                                f"{entries[entry.item_id].source}")
+        except MaskError as e:
+            skip_or_raise(e, on_error, report)
+            continue
         entries[entry.item_id] = entry
+        if report is not None:
+            report.used += 1
     return entries
 
 

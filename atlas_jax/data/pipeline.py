@@ -44,6 +44,7 @@ class DataConfig:
     on_error: str = "raise"  # bad records: raise, or skip and count
     split: str = "train"  # TFDS split
     worker_count: int = 0  # Grain worker processes for encode + pack (0: in this process, with threads)
+    read_ahead: int = 16  # records encoded ahead of the packer (bounds the memory of records in flight)
 
     def __post_init__(self):
         if isinstance(self.train_files, str):
@@ -56,6 +57,8 @@ class DataConfig:
             raise ValueError(f"data.global_batch_size must be positive, got {self.global_batch_size}")
         if self.encode.max_length is not None and self.encode.max_length > self.seq_len:
             raise ValueError(f"data.encode.max_length={self.encode.max_length} exceeds data.seq_len={self.seq_len}")
+        if self.read_ahead < 1:
+            raise ValueError(f"data.read_ahead must be >= 1, got {self.read_ahead}")
         if self.worker_count < 0:
             raise ValueError(f"data.worker_count must be >= 0, got {self.worker_count}")
         if self.num_epochs is not None and self.num_epochs < 1:
@@ -212,7 +215,9 @@ class TrainData:
             raise ValueError(f"{len(self.records)} usable trajectories cannot feed {self.process_count} processes")
         mask = None
         if cfg.mask_file:
-            mask = read_mask(cfg.mask_file)
+            mask_report = ReadReport()
+            mask = read_mask(cfg.mask_file, on_error=cfg.on_error, report=mask_report)
+            log.info("mask %s: %s", cfg.mask_file, mask_report.summary())
             check_mask_against(mask, self.records.num_steps)
         options = cfg.encode
         if options.max_length is None:
@@ -234,7 +239,9 @@ class TrainData:
 
         cfg = self.cfg
         ds = self._indices.repeat(num_epochs).map(self.encoded).filter(lambda x: x is not None)
-        it = ds.to_iter_dataset()
+        # bounded read-ahead: Grain's default (16 threads, 500 elements) would encode hundreds of records
+        # the run may never use, each holding its whole tokenization; _EncodeOnce serializes encoding anyway
+        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=cfg.read_ahead))
         length = {k: cfg.seq_len for k in PACKED_FEATURES}
         it = grain.experimental.FirstFitPackIterDataset(it, length_struct=length, num_packing_bins=cfg.num_packing_bins,
                                                         seed=cfg.seed, shuffle_bins=cfg.shuffle)

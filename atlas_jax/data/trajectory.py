@@ -20,11 +20,16 @@ Steps and task context (DESIGN.md; the one definition every stage uses):
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
 from typing import Any, Iterable, Iterator, Sequence
+
+from atlas_jax.jsonl import (ReadReport, check_input_file, check_on_error, decode_document, iter_json_lines,
+                             skip_or_raise)
+
+__all__ = ["ReadReport", "Trajectory", "TrajectoryError", "Turn", "iter_raw", "parse_record", "parse_records",
+           "read_trajectories"]
 
 ROLE_ALIASES = {
     "conversations": {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -104,23 +109,6 @@ class Trajectory:
             for t in self.turns]}
 
 
-@dataclasses.dataclass
-class ReadReport:
-    """Counts of one read; ``rejected`` maps reason -> count."""
-
-    read: int = 0
-    used: int = 0
-    rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] += 1
-
-    def summary(self) -> str:
-        why = ", ".join(f"{n} {r}" for r, n in self.rejected.most_common())
-        return f"read {self.read}, used {self.used}, rejected {sum(self.rejected.values())}" + (
-            f" ({why})" if why else "")
-
-
 def _fail(where: str, item_id: str | None, reason: str, what: str) -> TrajectoryError:
     err = TrajectoryError(f"{where}" + (f" item_id={item_id!r}" if item_id is not None else "") + f": {what}")
     err.reason = reason
@@ -182,37 +170,47 @@ def parse_record(obj: Any, where: str) -> Trajectory:
     return Trajectory(item_id, tuple(turns), where)
 
 
+def _is_json_document(name: str) -> bool:
+    """.json, or (not .jsonl) a file whose first non-blank byte opens a list."""
+    if name.endswith(".json") or name.endswith(".jsonl"):
+        return name.endswith(".json")
+    with open(name, "rb") as f:
+        while chunk := f.read(4096):
+            head = chunk.removeprefix(b"\xef\xbb\xbf").lstrip()
+            if head:
+                return head.startswith(b"[")
+    return False
+
+
 def iter_raw(path: str) -> Iterator[tuple[str, Any]]:
-    """Yield ("file:line" or "file:record N", decoded object or TrajectoryError) for every record."""
+    """Yield ("file:line" or "file:record N", decoded object or TrajectoryError) for every record.
+
+    JSONL is read a line at a time; a JSON document (a list of records, or one) is read whole."""
     name = os.fspath(path)
-    with open(name, encoding="utf-8") as f:
-        text = f.read()
-    stripped = text.lstrip()
-    if name.endswith(".json") or (stripped.startswith("[") and not name.endswith(".jsonl")):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield f"{name}:{e.lineno}", _fail(f"{name}:{e.lineno}", None, "bad JSON", f"invalid JSON: {e.msg}")
-            return
-        records = data if isinstance(data, list) else [data]
-        for i, obj in enumerate(records):
-            yield f"{name}:record {i}", obj
+    if not _is_json_document(name):
+        yield from iter_json_lines(name, TrajectoryError)
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{lineno}"
-        try:
-            yield where, json.loads(line)
-        except json.JSONDecodeError as e:
-            yield where, _fail(where, None, "bad JSON", f"invalid JSON at column {e.colno}: {e.msg}")
+    with open(name, "rb") as f:
+        raw = f.read()
+    try:
+        text = decode_document(raw, name, TrajectoryError)
+    except TrajectoryError as e:
+        yield str(e).split(": ", 1)[0], e
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        yield f"{name}:{e.lineno}", _fail(f"{name}:{e.lineno}", None, "bad JSON", f"invalid JSON: {e.msg}")
+        return
+    records = data if isinstance(data, list) else [data]
+    for i, obj in enumerate(records):
+        yield f"{name}:record {i}", obj
 
 
 def parse_records(records: Iterable[tuple[str, Any]], *, on_error: str = "raise",
                   report: ReadReport | None = None) -> tuple[list[Trajectory], ReadReport]:
     """Validate (where, object) pairs; ``on_error`` is "raise" (first bad record) or "skip" (count it)."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_on_error(on_error)
     report = report or ReadReport()
     seen: dict[str, str] = {}
     out = []
@@ -225,9 +223,7 @@ def parse_records(records: Iterable[tuple[str, Any]], *, on_error: str = "raise"
             if traj.item_id in seen:
                 raise _fail(where, traj.item_id, "duplicate item_id", f"item_id already used at {seen[traj.item_id]}")
         except TrajectoryError as e:
-            if on_error == "raise":
-                raise
-            report.reject(getattr(e, "reason", "invalid"))
+            skip_or_raise(e, on_error, report)
             continue
         seen[traj.item_id] = where
         out.append(traj)
@@ -243,9 +239,7 @@ def read_trajectories(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    for p in paths:
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"trajectory file not found: {p}")
+    paths = [check_input_file(p, "trajectory file") for p in paths]
 
     def records():
         for p in paths:

@@ -16,7 +16,7 @@ import math
 import os
 from typing import Iterable
 
-from atlas_jax.jsonl import iter_jsonl
+from atlas_jax.jsonl import ReadReport, iter_jsonl, skip_or_raise
 
 STEP_FIELDS = ("index", "tokens", "nll_sum", "nll_mean", "entropy_mean", "nll_mean_prompt_only", "ifd",
                "nll_mean_no_obs", "obs_dependence", "truncated")
@@ -58,20 +58,32 @@ def _check_step(step, k: int, at: str) -> None:
             raise ScoresError(f"{at}: steps[{k}].{name} must be a finite number or null, got {value!r}")
 
 
-def read_scores(path: str | os.PathLike) -> dict[str, dict]:
-    """{item_id: record}; every line and step is validated."""
+def _check_record(rec, where: str, out: dict) -> None:
+    if not isinstance(rec, dict) or not isinstance(rec.get("item_id"), str):
+        raise ScoresError(f"{where}: scores record needs a string 'item_id'")
+    at = f"{where} item_id={rec['item_id']!r}"
+    steps = rec.get("steps")
+    if not isinstance(steps, list) or rec.get("num_steps") != len(steps):
+        raise ScoresError(f"{at}: 'steps' must be a list of num_steps={rec.get('num_steps')!r} entries")
+    for k, step in enumerate(steps):
+        _check_step(step, k, at)
+    if rec["item_id"] in out:
+        raise ScoresError(f"{at}: duplicate item_id")
+
+
+def read_scores(path: str | os.PathLike, *, on_error: str = "raise",
+                report: ReadReport | None = None) -> dict[str, dict]:
+    """{item_id: record}; every line and step is validated. A bad line is an error, or with
+    ``on_error="skip"`` is left out and counted in ``report``."""
     out: dict[str, dict] = {}
-    for where, rec in iter_jsonl(path, "scores file", ScoresError):
-        if not isinstance(rec, dict) or not isinstance(rec.get("item_id"), str):
-            raise ScoresError(f"{where}: scores record needs a string 'item_id'")
-        at = f"{where} item_id={rec['item_id']!r}"
-        steps = rec.get("steps")
-        if not isinstance(steps, list) or rec.get("num_steps") != len(steps):
-            raise ScoresError(f"{at}: 'steps' must be a list of num_steps={rec.get('num_steps')!r} entries")
-        for k, step in enumerate(steps):
-            _check_step(step, k, at)
-        if rec["item_id"] in out:
-            raise ScoresError(f"{at}: duplicate item_id")
+    for where, rec in iter_jsonl(path, "scores file", ScoresError, on_error=on_error, report=report):
+        try:
+            _check_record(rec, where, out)
+        except ScoresError as e:
+            skip_or_raise(e, on_error, report)
+            continue
         rec["source"] = where
         out[rec["item_id"]] = rec
+        if report is not None:
+            report.used += 1
     return out

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"score: metric=weight,... over per-trajectory z-scores (default {DEFAULT_COMBINE})")
     parser.add_argument("--token-budget", type=int, help="global cap on selected step tokens")
     parser.add_argument("--tokenizer", help="tokenizer directory, for --token-budget without --scores")
-    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="bad trajectory records")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="bad input records (trajectories, scores, reference mask): stop (default) or skip and count them")
     parser.add_argument("--allow-unscored", action="store_true",
                         help="perplexity/score: write the mask even when most chosen steps have no score "
                              "(steps the scoring pass cut off are ranked last, by index)")
@@ -72,7 +72,7 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
         return [S.select_random(t, args.ratio, args.seed) for t in trajectories], {**meta, "seed": args.seed}, 0
     if args.selector == "noncritical":
         from atlas_jax.data.mask import read_mask
-        reference = read_mask(args.mask)
+        reference = read_mask(args.mask, on_error=args.on_error)
         missing = [t.item_id for t in trajectories if t.item_id not in reference]
         if missing:
             raise ValueError(f"{args.mask}: no entry for item_id {missing[0]!r} ({len(missing)} trajectories lack one)")
@@ -130,6 +130,7 @@ def _check_unscored(args, trajectories, values, selections) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from atlas_jax.data.trajectory import read_trajectories
+    from atlas_jax.jsonl import ReadReport
     from atlas_jax.outputs import prepare_output
     from atlas_jax.selection.mask_writer import write_mask
     from atlas_jax.selection.scores_io import read_scores
@@ -150,7 +151,17 @@ def run(args: argparse.Namespace) -> int:
     prepare_output(args.out, inputs=[*args.data, args.scores, args.mask])  # before any (oracle) work
     trajectories, read_report = read_trajectories(args.data, on_error=args.on_error)
     print(f"trajectories: {read_report.summary()}")
-    scores = read_scores(args.scores) if args.scores else None
+    scores = None
+    if args.scores:
+        scores_report = ReadReport()
+        scores = read_scores(args.scores, on_error=args.on_error, report=scores_report)
+        print(f"scores: {scores_report.summary()}")
+        if args.on_error == "skip":  # a skipped scores line leaves its trajectory unscorable: skip it too
+            unscored = [t for t in trajectories if t.item_id not in scores]
+            if unscored:
+                print(f"skipped {len(unscored)} trajectories without a scores record (on-error skip): "
+                      f"{', '.join(t.item_id for t in unscored[:10])}{' ...' if len(unscored) > 10 else ''}")
+                trajectories = [t for t in trajectories if t.item_id in scores]
     selections, meta, code = _select(args, trajectories, scores)
 
     if args.token_budget is not None:

@@ -40,7 +40,7 @@ def test_inspect_json_marks_exactly_the_critical_steps(tmp_path, corpus_file, to
 
 def test_inspect_reports_bad_mask_as_one_line(tmp_path, corpus_file, tokenizer_dirs, capsys):
     mask = write_jsonl(tmp_path / "mask.jsonl", [{"item_id": "traj_3", "num_steps": 4, "critical": [4]}])
-    assert main(["inspect", "--data", corpus_file, "--tokenizer", tokenizer_dirs["marked"], "--mask", mask]) == 1
+    assert main(["inspect", "--data", corpus_file, "--tokenizer", tokenizer_dirs["marked"], "--mask", mask]) == 2
     err = capsys.readouterr().err
     assert "mask.jsonl:1 item_id='traj_3': critical step index 4 out of range for 4 steps" in err
 

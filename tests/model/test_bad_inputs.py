@@ -37,7 +37,7 @@ def run_import(hf_dir, tmp_path, capsys):
     out = tmp_path / "ckpt"
     code = main(["import", "--hf", str(hf_dir), "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert not out.exists(), "a failed import must not leave an output directory"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt")], "temporary directory left behind"
     return err
@@ -99,12 +99,12 @@ def test_unsupported_config(hf_copy, tmp_path, capsys, changes, message):
 
 def test_export_refuses_to_overwrite_and_missing_checkpoint(hf_dirs, tmp_path, capsys):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
-    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 1
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
     assert "not an atlas-jax checkpoint" in capsys.readouterr().err and not out.exists()
     assert main(["import", "--hf", str(hf_dirs["llama"]), "--out", str(ckpt)]) == 0
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 1
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -118,11 +118,11 @@ def test_overwrite_never_destroys_an_input(hf_dirs, tmp_path, capsys):
     assert main(["import", "--hf", str(hf), "--out", str(ckpt)]) == 0
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     for out, relation in [(run, "contains"), (ckpt, "is"), (ckpt / "hf_export", "lies inside")]:
-        assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--overwrite"]) == 1
+        assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--overwrite"]) == 2
         err = capsys.readouterr().err
         assert f"the output {relation} the input" in err and str(out) in err
     for out in (hf, hf / "sub", tmp_path):
-        assert main(["import", "--hf", str(hf), "--out", str(out), "--overwrite"]) == 1
+        assert main(["import", "--hf", str(hf), "--out", str(out), "--overwrite"]) == 2
         assert "the input" in capsys.readouterr().err
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before, "an input was touched"
 
@@ -155,6 +155,6 @@ def test_damaged_newest_checkpoint_falls_back(hf_dirs, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "step 5 cannot be restored" in err and str(ckpt) in err and "restored step 0" in err
-    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--step", "5"]) == 1
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--step", "5"]) == 2
     err = capsys.readouterr().err
     assert "no restorable checkpoint step" in err and "step 5" in err

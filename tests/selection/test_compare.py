@@ -44,5 +44,5 @@ def test_compare_cli_and_mismatched_steps(tmp_path, capsys):
     assert "precision 0.400  recall 0.500  jaccard 0.286" in out and "1 only in A, 1 only in B" in out
     assert json.load(open(tmp_path / "c.json"))["overall"]["steps_both"] == 2
     bad = write_jsonl(tmp_path / "bad.jsonl", [dict(B[0], num_steps=7)])
-    assert main(["compare-masks", a, bad]) == 1
+    assert main(["compare-masks", a, bad]) == 2
     assert "item_id='x': num_steps 6" in capsys.readouterr().err

@@ -162,4 +162,4 @@ def test_truncated_steps_are_null_and_reported(hf_dir, tokenizer_dir, traj_file,
 def test_bad_options_fail_before_loading(tmp_path, traj_file):
     rc = main(["score", "--model", str(tmp_path / "missing"), "--tokenizer", str(tmp_path), "--data", traj_file,
                "--out", str(tmp_path / "s.jsonl"), "--seq-len", "100", "--chunk", "64"])
-    assert rc == 1
+    assert rc == 2

@@ -121,7 +121,7 @@ def test_select_cli_writes_masks_training_reads(tmp_path, capsys):
     assert main(["select", "--selector", "random", "--ratio", "0.5", "--data", data, "--scores", scores,
                  "--token-budget", "35", "--out", str(tmp_path / "b.jsonl")]) == 0
     assert [len(e.critical) for e in read_mask(tmp_path / "b.jsonl").values()] == [1, 1, 1]
-    assert main(["select", "--selector", "score", "--data", data, "--out", str(tmp_path / "x.jsonl")]) == 1
+    assert main(["select", "--selector", "score", "--data", data, "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "needs --scores" in capsys.readouterr().err
 
 
@@ -209,7 +209,7 @@ def test_select_says_when_steps_lack_scores_and_refuses_a_blind_mask(tmp_path, c
     assert json.loads(out.read_text().splitlines()[0])["selector"]["chosen_without_score"] == 2
     # ratio 0.8: cap 8, 6 of them unscored -> most of the mask rests on no score: refused, nothing written
     out.unlink()
-    assert main(args[:4] + ["0.8"] + args[5:]) == 1
+    assert main(args[:4] + ["0.8"] + args[5:]) == 2
     err = capsys.readouterr().err
     assert "12 of 16 chosen steps have no score" in err and "--allow-unscored" in err and not out.exists()
     assert main(args[:4] + ["0.8"] + args[5:] + ["--allow-unscored"]) == 0 and out.exists()

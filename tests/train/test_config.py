@@ -65,9 +65,9 @@ def test_impossible_mesh_is_rejected_before_compiling(overrides, message):
 
 def test_cli_reports_config_errors(capsys):
     from atlas_jax.cli import main
-    assert main(["train", "--config", "configs/tiny_cpu.yaml", "train.bogus=1"]) == 1
+    assert main(["train", "--config", "configs/tiny_cpu.yaml", "train.bogus=1"]) == 2
     assert "unknown config key(s) train.bogus" in capsys.readouterr().err
-    assert main(["train", "--config", "configs/missing.yaml"]) == 1
+    assert main(["train", "--config", "configs/missing.yaml"]) == 2
     assert "config file not found: configs/missing.yaml" in capsys.readouterr().err
 
 
