@@ -174,7 +174,10 @@ def test_shipped_configs_load():
         stages.check_train_configs(cfg)
         assert cfg.ratio == 0.3 and set(cfg.rows) == {"all", "atlas", "random", "noncritical", "perplexity"}
     small = load_ablation_config(str(REPO / "configs/ablation/cpu_small.yaml"))
-    assert all(e.episodes >= 100 for e in small.eval.held_in) and len(small.seeds) >= 2
+    # >= 100 held-in episodes per cell (seeds pooled), >= 2 seeds; held-out families never trained on
+    assert all(e.episodes * len(small.seeds) >= 100 for e in small.eval.held_in) and len(small.seeds) >= 2
+    trained = [s.families for stage in (small.base, small.finetune) for s in stage.data.experts]
+    assert all(e.families and e.families not in trained for e in small.eval.held_out)
     paper = load_ablation_config(str(REPO / "configs/ablation/paper_llama3.1_8b.yaml"))
     assert all(e.server for e in paper.eval.envs) and paper.base.model
 
