@@ -118,7 +118,7 @@ class EvalSection:
     max_steps: int | None = None
     temperature: float = 0.0
     dtype: str = "float32"
-    on_unparsable: str = "end"
+    on_unparsable: str = "continue"  # as AgentGym's evaluator: every reply goes to the client's parser
     prefill_chunk: int = 256  # eval --prefill-chunk: prompt tokens prefilled per compiled call
 
     def __post_init__(self):
