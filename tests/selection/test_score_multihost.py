@@ -66,7 +66,7 @@ def one_process(hf_dir, tokenizer_dir, data, tmp_path_factory):
 
 def test_two_processes_write_the_one_process_file(hf_dir, tokenizer_dir, data, one_process, tmp_path):
     out = tmp_path / "scores.jsonl"
-    stdout = run_cli_processes(score_argv(hf_dir, tokenizer_dir, data, out, "--part-size", "2"), count=2)
+    stdout = run_cli_processes(score_argv(hf_dir, tokenizer_dir, data, out), count=2)
     assert "process 0 of 2: 4 trajectories to score" in stdout[0]  # 8 trajectories, balanced by length
     assert "process 1 of 2: 4 trajectories to score" in stdout[1]
     assert "wrote 8 records" in stdout[0] and "wrote" not in stdout[1]
@@ -80,25 +80,26 @@ def test_a_killed_run_keeps_its_parts_and_the_rerun_scores_only_the_rest(
 
     out = tmp_path / "scores.jsonl"
     real = score_pass.score_trajectories
-    calls = []
+    calls, kill = [], True
 
-    def dies_on_the_third_part(trajectories, *args, **kwargs):
+    def dies_on_the_second_part(trajectories, *args, **kwargs):
         calls.append([t.item_id for t in trajectories])
-        if len(calls) == 3:
+        if len(calls) == 2 and kill:
             raise KeyboardInterrupt  # as a kill would
         return real(trajectories, *args, **kwargs)
 
-    monkeypatch.setattr(score_pass, "score_trajectories", dies_on_the_third_part)
+    monkeypatch.setattr(score_pass, "score_trajectories", dies_on_the_second_part)
     with pytest.raises(KeyboardInterrupt):
-        main(score_argv(hf_dir, tokenizer_dir, data, out, "--part-size", "3"))
+        main(score_argv(hf_dir, tokenizer_dir, data, out, "--part-size", "5"))
     assert not out.exists()
-    assert len(list((tmp_path / "scores.jsonl.parts").glob("part-*.jsonl"))) == 2
+    assert len(list((tmp_path / "scores.jsonl.parts").glob("part-*.jsonl"))) == 1
     # the same run with other options is refused, naming what differs
     assert main(score_argv(hf_dir, tokenizer_dir, data, out, "--seq-len", "128")) == 1
     assert "differs in seq_len" in capsys.readouterr().err
     calls.clear()
-    monkeypatch.setattr(score_pass, "score_trajectories", real)
-    assert main(score_argv(hf_dir, tokenizer_dir, data, out, "--part-size", "3")) == 0
-    assert "2 trajectories to score (6 finished by an earlier run)" in capsys.readouterr().out
+    kill = False
+    assert main(score_argv(hf_dir, tokenizer_dir, data, out, "--part-size", "5")) == 0
+    assert "3 trajectories to score (5 finished by an earlier run)" in capsys.readouterr().out
+    assert calls == [["long_0", "long_1", "long_2"]]  # the first part's trajectories were not scored again
     assert_same_scores(lines(out), one_process)
     assert not (tmp_path / "scores.jsonl.parts").exists()
