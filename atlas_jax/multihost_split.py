@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import uuid
 from typing import Callable, Iterable, Sequence
 
@@ -40,6 +41,13 @@ def join_cluster() -> tuple[int, int]:
 
     maybe_initialize_distributed()
     return jax.process_index(), jax.process_count()
+
+
+def stable_path(path) -> str:
+    """A path as it names the same thing from any process and working folder: local paths made
+    absolute, URLs (gs://...) as given."""
+    text = str(path)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def balanced_shares(costs: Sequence[float], count: int, skip: Iterable[int] = ()) -> list[list[int]]:

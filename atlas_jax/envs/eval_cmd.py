@@ -107,7 +107,7 @@ def env_factory(env_name: str, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from atlas_jax.multihost_split import join_cluster
+    from atlas_jax.multihost_split import join_cluster, stable_path
 
     index, count = join_cluster()  # before anything touches a JAX device
     import jax
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"eval: model {args.model} ({cfg.model_type}, {cfg.num_layers} layers), mesh {dict(mesh.shape)}, "
           f"stop ids {stop_ids}, max_len {max_len}{where}", file=sys.stderr)
     # what makes two attempts' episodes comparable: a killed run's finished episodes are reused only under these
-    run_options = {"model": os.path.abspath(args.model), "tokenizer": os.path.abspath(tokenizer_dir), "dtype": dtype,
+    run_options = {"model": stable_path(args.model), "tokenizer": stable_path(tokenizer_dir), "dtype": dtype,
                    "server": args.server, "max_len": max_len, "max_new_tokens": args.max_new_tokens,
                    "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                    "max_steps": args.max_steps, "on_unparsable": on_unparsable}

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.convert.checkpoint import default_tokenizer_dir, load_pretrained
     from atlas_jax.data.encode import load_tokenizer
     from atlas_jax.data.trajectory import read_trajectories
-    from atlas_jax.multihost_split import Parts, balanced_shares
+    from atlas_jax.multihost_split import Parts, balanced_shares, stable_path
     from atlas_jax.outputs import prepare_output
     from atlas_jax.platform_defaults import resolve_dtype
     from atlas_jax.selection.score_pass import ScoreOptions, ScoreReport, score_trajectories
@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(tokenizer_dir)
     dtype, chosen = resolve_dtype(args.dtype)
     print(f"compute dtype: {dtype} ({chosen})")
-    scorer = {"model": os.path.abspath(args.model), "dtype": dtype, "variants": list(variants),
+    scorer = {"model": stable_path(args.model), "dtype": dtype, "variants": list(variants),
               "seq_len": args.seq_len}
-    parts = Parts(args.out, run={**scorer, "tokenizer": os.path.abspath(tokenizer_dir), "attention": args.attention,
+    parts = Parts(args.out, run={**scorer, "tokenizer": stable_path(tokenizer_dir), "attention": args.attention,
                                  "data": data_digest(trajectories)}, process_index=index, process_count=count)
     done = parts.start()
     costs = [sum(len(t.content) for t in traj.turns) for traj in trajectories]  # ~ tokens: the pass is O(tokens)
