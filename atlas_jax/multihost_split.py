@@ -39,7 +39,8 @@ def join_cluster() -> tuple[int, int]:
 
     from atlas_jax.train.multihost import maybe_initialize_distributed
 
-    maybe_initialize_distributed()
+    if not jax.distributed.is_initialized():  # a library caller (ablate) may have joined already
+        maybe_initialize_distributed()
     return jax.process_index(), jax.process_count()
 
 
