@@ -86,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
         positions = mine[start:start + args.part_size]
         records, report = score_trajectories([trajectories[p] for p in positions], tokenizer, model, options, mesh)
         parts.save(list(zip(positions, records)))
-        for field in dataclasses.fields(ScoreReport):
-            setattr(total, field.name, getattr(total, field.name) + getattr(report, field.name))
+        for field in dataclasses.fields(ScoreReport):  # counts and seconds add up over the parts
+            value = getattr(report, field.name)
+            if isinstance(value, (int, float)):
+                setattr(total, field.name, getattr(total, field.name) + value)
     print(where + total.summary())
     merged = parts.merge(len(trajectories), lambda path, records: write_scores(path, records, scorer))
     if merged is not None:
