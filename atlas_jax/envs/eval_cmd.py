@@ -3,11 +3,14 @@
 Runs the model as the agent, batched over episodes, and writes ``DIR/<env>.jsonl`` (one line
 per episode: task, turns, reward, success, end reason, the conversation) and
 ``DIR/summary.json`` / ``DIR/summary.md`` (success rate, mean reward, mean turns per env).
+Several processes (ATLAS_COORDINATOR..., a pod, a SLURM job) split the episodes; the files are the
+same as one process writes (atlas_jax.envs.evaluate). ``--batch-size`` is per process.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -117,6 +120,10 @@ def env_factory(env_name: str, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from atlas_jax.multihost_split import join_cluster, stable_path
+
+    index, count = join_cluster()  # before anything touches a JAX device
+    import jax
     from tqdm import tqdm
 
     from atlas_jax.convert.checkpoint import default_tokenizer_dir, load_pretrained
@@ -126,14 +133,16 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.model.stop_tokens import stop_token_ids
     from atlas_jax.platform_defaults import resolve_dtype
     from atlas_jax.sharding import MeshConfig, build_mesh
+    from atlas_jax.train.multihost import gather_json
 
     if args.episodes <= 0 or args.batch_size <= 0 or args.max_new_tokens <= 0:
         raise ValueError("--episodes, --batch-size and --max-new-tokens must be positive")
     factories = {env_name: env_factory(env_name, args) for env_name in args.env}  # bad --env/--task-ids first
     on_unparsable = args.on_unparsable or ("continue" if args.server else "end")
-    mesh = build_mesh(MeshConfig.parse(args.mesh))
+    mesh = build_mesh(MeshConfig.parse(args.mesh), devices=jax.local_devices())  # one replica per process
     config_paths = eos_config_files(args.model)
-    tokenizer = load_tokenizer(args.tokenizer or default_tokenizer_dir(args.model))
+    tokenizer_dir = args.tokenizer or default_tokenizer_dir(args.model)
+    tokenizer = load_tokenizer(tokenizer_dir)
     dtype, chosen = resolve_dtype(args.dtype)
     print(f"eval: compute dtype {dtype} ({chosen})", file=sys.stderr)
     # layers under lax.scan: one compiled layer instead of num_layers (SmolLM2 on CPU: the first turn 51 s
@@ -143,13 +152,19 @@ def run(args: argparse.Namespace) -> int:
     stop_ids = stop_token_ids(tokenizer, config_paths, extra=[] if cfg.eos_token_id is None else
                               ([cfg.eos_token_id] if isinstance(cfg.eos_token_id, int) else cfg.eos_token_id))
     max_len = args.max_len or min(cfg.max_position_embeddings, DEFAULT_MAX_LEN)
+    share = -(-args.episodes // count)  # the most episodes one process plays
     policy = ModelPolicy(model, tokenizer, stop_ids, max_len=max_len, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                         batch_size=min(args.batch_size, args.episodes),  # rows of the KV cache: no idle ones
+                         batch_size=min(args.batch_size, share),  # rows of the KV cache: no idle ones
                          prefill_chunk=args.prefill_chunk)
+    where = f", process {index} of {count}" if count > 1 else ""
     print(f"eval: model {args.model} ({cfg.model_type}, {cfg.num_layers} layers), mesh {dict(mesh.shape)}, "
-          f"stop ids {stop_ids}, max_len {max_len}", file=sys.stderr)
-    os.makedirs(args.out, exist_ok=True)
+          f"stop ids {stop_ids}, max_len {max_len}{where}", file=sys.stderr)
+    # what makes two attempts' episodes comparable: a killed run's finished episodes are reused only under these
+    run_options = {"model": stable_path(args.model), "tokenizer": stable_path(tokenizer_dir), "dtype": dtype,
+                   "server": args.server, "max_len": max_len, "max_new_tokens": args.max_new_tokens,
+                   "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+                   "max_steps": args.max_steps, "on_unparsable": on_unparsable}
     summaries = []
     for env_name in args.env:
         out_path = os.path.join(args.out, f"{env_name}.jsonl")
@@ -162,16 +177,22 @@ def run(args: argparse.Namespace) -> int:
             summaries.append(evaluate(env_name, make_env, policy, episodes=args.episodes, split=args.split,
                                       skip=args.skip, batch_size=args.batch_size, on_unparsable=on_unparsable,
                                       out_path=out_path, progress=progress, task_indices=task_ids,
-                                      protocol=protocol, score_scale=scale))
-        print(f"wrote {summaries[-1].episodes} episodes to {out_path}")
-    stats = policy.stats
-    generation = {"calls": stats.calls, "rows": stats.rows, "generated_tokens": stats.tokens,
-                  "prompt_tokens": stats.prompt_tokens, "prefilled_tokens": stats.prefilled_tokens,
-                  "dtype": dtype, "call_seconds": stats.call_seconds, "seconds": round(stats.seconds, 3),
-                  "tokens_per_second": round(stats.tokens_per_second, 2)}
+                                      protocol=protocol, score_scale=scale, run=run_options))
+        if index == 0:
+            print(f"wrote {summaries[-1].episodes} episodes to {out_path}")
+    stats = gather_json(dataclasses.asdict(policy.stats))  # every process's generation
+    if index != 0:
+        return 0
+    tokens, seconds = sum(s["tokens"] for s in stats), max(s["seconds"] for s in stats)
+    generation = {"calls": sum(s["calls"] for s in stats), "rows": sum(s["rows"] for s in stats),
+                  "generated_tokens": tokens, "prompt_tokens": sum(s["prompt_tokens"] for s in stats),
+                  "prefilled_tokens": sum(s["prefilled_tokens"] for s in stats), "dtype": dtype,
+                  "call_seconds": [c for s in stats for c in s["call_seconds"]], "seconds": round(seconds, 3),
+                  "tokens_per_second": round(tokens / seconds if seconds else 0.0, 2), "processes": count}
     table = write_summary(args.out, summaries, {"model": str(args.model), "generation": generation})
     print(table)
-    print(f"generation: {stats.tokens} tokens in {stats.seconds:.1f} s ({stats.tokens_per_second:.1f} tokens/s, "
-          f"compilation included; {stats.prefilled_tokens} of {stats.prompt_tokens} prompt tokens prefilled, "
+    print(f"generation: {tokens} tokens in {seconds:.1f} s ({generation['tokens_per_second']:.1f} tokens/s, "
+          f"compilation included{', over ' + str(count) + ' processes' if count > 1 else ''}; "
+          f"{generation['prefilled_tokens']} of {generation['prompt_tokens']} prompt tokens prefilled, "
           f"the rest from the KV cache); summary in {os.path.join(args.out, 'summary.md')}")
     return 0
