@@ -2,6 +2,7 @@
 
     python benchmarks/score_throughput.py                 # tiny Llama shape on CPU (float32)
     python benchmarks/score_throughput.py --shape 1b      # Llama-3.2-1B shape, bf16, on a GPU
+    python benchmarks/score_throughput.py --sharing       # 30-step trajectories: variants alone vs prefix-shared
 
 Both sides get the same random-weight model (built with transformers, saved, loaded by atlas-jax)
 and the same synthetic sequences (random token ids, 8 "steps" per sequence). atlas-jax runs its
@@ -9,6 +10,12 @@ scoring pass (packed rows, jitted forward, per-token NLL + entropy, per-step seg
 device); PyTorch runs the usual reference: length-sorted padded batches, forward, float32
 log-softmax and per-token log-probabilities gathered on the targets. Each side gets one untimed
 warm-up batch (compilation), then the timed pass over all data. Tokens/s counts real tokens only.
+
+``--sharing`` instead scores whole trajectories (``--steps`` steps each, AgentGym layout, the tiny
+test tokenizer) with all three variants, packed two ways: every counterfactual sequence alone
+(O(steps x tokens), the scoring pass before prefix sharing) and prefix-shared trees (O(tokens)).
+Both run the same jitted step, compiled for each batch shape first, over every batch, timed; it prints tokens run through the model, rows, wall time, and the largest difference of
+the per-step NLL sums between the two (they must agree).
 """
 from __future__ import annotations
 
@@ -37,12 +44,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--sequences", type=int, help="number of sequences (default: 64 tiny, 256 1b)")
-    p.add_argument("--seq-len", type=int, help="row length (default: 256 tiny, 2048 1b)")
-    p.add_argument("--batch-size", type=int, help="rows per batch (default: 8 tiny, 8 1b)")
+    p.add_argument("--seq-len", type=int, help="row length (default: 256 tiny, 2048 1b and --sharing)")
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: 8; --sharing 1)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: float32 on CPU, "
                    "bfloat16 on GPU)")
     p.add_argument("--attention", choices=("xla", "cudnn"), help="atlas-jax attention (default: cudnn on GPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sharing", action="store_true", help="trajectories: variants alone vs prefix-shared")
+    p.add_argument("--steps", type=int, default=30, help="--sharing: steps per trajectory (default 30)")
+    p.add_argument("--trajectories", type=int, default=2, help="--sharing: trajectories (default 2)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -79,6 +89,83 @@ def bench_jax(model, sequences, seq_len, batch_size) -> tuple[float, int]:
     outs = [step(b) for b in all_batches]
     jax.block_until_ready(outs)
     return time.perf_counter() - start, report.tokens
+
+
+WORDS = ("the red key door table north room look pick up open move forward turn left right box ball green "
+         "blue wall step drop toggle you see a closed locked kitchen go to then").split()
+
+
+def agent_trajectories(n: int, steps: int, seed: int):
+    """AgentGym-layout trajectories: instruction, acknowledgement, goal, then step/observation turns."""
+    from atlas_jax.data.trajectory import parse_record
+
+    rng = np.random.default_rng(seed)
+
+    def text(words):
+        return " ".join(rng.choice(WORDS, words))
+
+    out = []
+    for i in range(n):
+        conv = [{"from": "human", "value": f"You are an agent. {text(40)}."},
+                {"from": "gpt", "value": "OK. I'll follow your instructions and try my best to solve the task.",
+                 "loss": False},
+                {"from": "human", "value": f"Your goal: {text(12)}."}]
+        for k in range(steps):
+            conv.append({"from": "gpt", "value": f"Thought: {text(4)}. Action: {text(2)}"})
+            if k < steps - 1:
+                conv.append({"from": "human", "value": f"Observation: {text(6)}."})
+        out.append(parse_record({"item_id": f"traj_{i}", "conversations": conv}, f"synthetic:{i}"))
+    return out
+
+
+def bench_sharing(model, trajectories, seq_len: int, batch_size: int) -> list[dict]:
+    """Both packings of the same score sequences through the same step; see the module docstring."""
+    import tempfile
+
+    import jax
+
+    from atlas_jax.data.tiny_tokenizer import build_tiny_tokenizer
+    from atlas_jax.selection.packing import batches, pack
+    from atlas_jax.selection.scoring import SLOT_SUMS, make_score_step, scored_capacity
+    from atlas_jax.selection.variants import trajectory_sequences
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(build_tiny_tokenizer(tmp))
+    start = time.perf_counter()
+    sequences = [seq for t in trajectories for seq in trajectory_sequences(t, tokenizer)]
+    encode_s = time.perf_counter() - start
+    num_slots = 1 << (3 * max(t.num_steps for t in trajectories)).bit_length()
+    step = make_score_step(model, num_slots, chunk=min(256, seq_len))
+    results, sums = [], {}
+    for share in (False, True):
+        start = time.perf_counter()
+        rows, report = pack(sequences, seq_len, num_slots, share_prefixes=share)
+        assert report.truncated_sequences == 0, f"raise --seq-len: {report.truncated_sequences} sequences cut"
+        all_batches = list(batches(rows, sequences, seq_len, batch_size))
+        host_s = time.perf_counter() - start
+        shapes = {(scored_capacity(b["slot_ids"]), bool(b["prefix_lengths"].any())): b for b, _ in all_batches}
+        jax.block_until_ready([step(b) for b in shapes.values()])  # compile every shape once
+        start = time.perf_counter()
+        outs = [step(b) for b, _ in all_batches]
+        jax.block_until_ready(outs)
+        device_s = time.perf_counter() - start
+        got = {}
+        for out, (_, chunk_rows) in zip(outs, all_batches):
+            nll_BxS = np.asarray(out[SLOT_SUMS[1]])
+            for b, row in enumerate(chunk_rows):
+                for i, _, slots in row.parts:
+                    got.update({(i, s): float(nll_BxS[b, slot]) for slot, s in slots})
+        sums[share] = got
+        results.append({"impl": "prefix-shared" if share else "variants alone", "rows": len(rows),
+                        "batches": len(all_batches), "tokens": report.tokens,
+                        "padded_tokens": len(all_batches) * batch_size * seq_len, "seconds": device_s,
+                        "host_pack_seconds": host_s, "encode_seconds": encode_s})
+    assert sums[False].keys() == sums[True].keys()
+    diff = max(abs(sums[False][k] - sums[True][k]) / max(1.0, abs(sums[False][k])) for k in sums[False])
+    for r in results:
+        r["max_rel_nll_sum_diff"] = diff
+    return results
 
 
 def bench_torch(model, sequences, batch_size, device) -> tuple[float, int]:
@@ -123,9 +210,9 @@ def main(argv=None) -> int:
     gpu = jax.default_backend() == "gpu"
     tiny = args.shape == "tiny"
     dtype = args.dtype or ("bfloat16" if gpu else "float32")
-    seq_len = args.seq_len or (256 if tiny else 2048)
+    seq_len = args.seq_len or (2048 if args.sharing or not tiny else 256)
     n = args.sequences or (64 if tiny else 256)
-    batch_size = args.batch_size or 8
+    batch_size = args.batch_size or (1 if args.sharing else 8)
     attention = args.attention or ("cudnn" if gpu and dtype == "bfloat16" else "xla")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = getattr(torch, dtype)
@@ -137,6 +224,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         model = load_pretrained(tmp, dtype=dtype, attention=attention)
+    if args.sharing:
+        return report_sharing(args, model, seq_len, batch_size, dtype, attention)
     hf = hf.to(device)
 
     jax_s, jax_tokens = bench_jax(model, sequences, seq_len, batch_size)
@@ -156,6 +245,30 @@ def main(argv=None) -> int:
             json.dump({"device": jax.devices()[0].device_kind, "shape": args.shape, "dtype": dtype,
                        "rows": [{"impl": "atlas-jax", "tokens_per_sec": jax_tps, "seconds": jax_s},
                                 {"impl": "transformers", "tokens_per_sec": torch_tps, "seconds": torch_s}]}, f, indent=2)
+    return 0
+
+
+def report_sharing(args, model, seq_len, batch_size, dtype, attention) -> int:
+    import jax
+
+    trajectories = agent_trajectories(args.trajectories, args.steps, args.seed)
+    results = bench_sharing(model, trajectories, seq_len, batch_size)
+    alone, shared = results
+    print(f"shape {args.shape}, {dtype}, {jax.devices()[0].device_kind} ({attention} attention); "
+          f"{args.trajectories} trajectories of {args.steps} steps, all variants; rows of {seq_len}, batch {batch_size}; "
+          f"encoding {alone['encode_seconds']:.2f} s (host, once)")
+    print(f"{'':16} {'tokens run':>10} {'rows':>5} {'padded':>8} {'host pack s':>11} {'device s':>9}")
+    for r in results:
+        print(f"{r['impl']:16} {r['tokens']:10d} {r['rows']:5d} {r['padded_tokens']:8d} "
+              f"{r['host_pack_seconds']:11.3f} {r['seconds']:9.3f}")
+    print(f"prefix-shared / alone: tokens {shared['tokens'] / alone['tokens']:.3f}, "
+          f"device time {shared['seconds'] / alone['seconds']:.3f}; "
+          f"max relative difference of per-step NLL sums {alone['max_rel_nll_sum_diff']:.1e}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": jax.devices()[0].device_kind, "shape": args.shape, "dtype": dtype,
+                       "steps": args.steps, "trajectories": args.trajectories, "seq_len": seq_len,
+                       "rows": results}, f, indent=2)
     return 0
 
 

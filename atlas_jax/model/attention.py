@@ -44,9 +44,18 @@ cuDNN path has not been verified on.
 Mask semantics: key j is visible to query i iff they share a segment id, ``pos_j <= pos_i``
 and, with a sliding window W, ``pos_i - pos_j < W`` (transformers' ``kv_idx > q_idx - W``).
 Padding (segment 0) attends only to padding, so no row is fully masked and nothing is NaN.
+
+Shared prefixes (``SharedPrefix``, used by the scoring pass): a segment may also see the first
+``length`` positions of another segment of its row, so sequences that begin with the same
+tokens (a trajectory and its counterfactual variants) hold that prefix once: each variant is a
+segment of only its differing suffix, with positions continuing from the branch point. Key j is
+then also visible to query i iff ``seg_j == prefix_segment_i`` and ``pos_j < prefix_length_i``
+(and the window holds); a query with length 0 sees nothing extra. Only the mask paths (``xla``,
+``cudnn`` with an explicit mask) express it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import jax
@@ -58,9 +67,17 @@ from atlas_jax.model.attention_pallas import pallas_gpu_attention, splash_attent
 log = logging.getLogger(__name__)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SharedPrefix:
+    """Per query token: the segment whose first ``lengths`` positions it may also see."""
+    segments_BxT: jax.Array  # int32
+    lengths_BxT: jax.Array  # int32; 0: nothing beyond its own segment
+
+
 def attention_mask(q_positions_BxT: jax.Array, kv_positions_BxS: jax.Array,
                    q_segments_BxT: jax.Array | None, kv_segments_BxS: jax.Array | None,
-                   sliding_window: int | None) -> jax.Array:
+                   sliding_window: int | None, prefix: SharedPrefix | None = None) -> jax.Array:
     """Boolean [B, T, S] visibility mask."""
     q_pos = q_positions_BxT[:, :, None]
     kv_pos = kv_positions_BxS[:, None, :]
@@ -68,7 +85,11 @@ def attention_mask(q_positions_BxT: jax.Array, kv_positions_BxS: jax.Array,
     if sliding_window is not None:
         mask &= (q_pos - kv_pos) < sliding_window
     if q_segments_BxT is not None:
-        mask &= q_segments_BxT[:, :, None] == kv_segments_BxS[:, None, :]
+        same = q_segments_BxT[:, :, None] == kv_segments_BxS[:, None, :]
+        if prefix is not None:
+            same |= ((prefix.segments_BxT[:, :, None] == kv_segments_BxS[:, None, :])
+                     & (kv_pos < prefix.lengths_BxT[:, :, None]))
+        mask &= same
     return mask
 
 
@@ -95,26 +116,27 @@ Q_BLOCK = 512  # queries per block in blockwise_attention
 
 def blockwise_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
                         positions_BxT: jax.Array, segment_ids_BxT: jax.Array | None, sliding_window: int | None,
-                        q_block: int = Q_BLOCK) -> jax.Array:
+                        q_block: int = Q_BLOCK, prefix: SharedPrefix | None = None) -> jax.Array:
     """``xla_attention`` over query blocks; each block builds its own mask and is recomputed in
     the backward pass (``jax.checkpoint``), so no [B, T, S] or [B, K, G, T, S] tensor is stored."""
     b, t, h, d = q_BxTxHxD.shape
     n = next(n for n in range(1, t + 1) if t % n == 0 and t // n <= q_block)
 
     @jax.checkpoint
-    def block(q_BxCxHxD, q_pos_BxC, q_seg_BxC):
-        mask_BxCxS = attention_mask(q_pos_BxC, positions_BxT, q_seg_BxC, segment_ids_BxT, sliding_window)
+    def block(q_BxCxHxD, q_pos_BxC, q_seg_BxC, q_prefix=None):
+        mask_BxCxS = attention_mask(q_pos_BxC, positions_BxT, q_seg_BxC, segment_ids_BxT, sliding_window, q_prefix)
         return xla_attention(q_BxCxHxD, k_BxTxKxD, v_BxTxKxD, mask_BxCxS)
 
     if n == 1:
-        return block(q_BxTxHxD, positions_BxT, segment_ids_BxT)
+        return block(q_BxTxHxD, positions_BxT, segment_ids_BxT, prefix)
 
     def split(x):  # [B, T, ...] -> [n, B, T/n, ...]
         return jnp.moveaxis(x.reshape(b, n, t // n, *x.shape[2:]), 1, 0)
 
     segments = split(segment_ids_BxT) if segment_ids_BxT is not None else None
-    out_NxBxCxHxD = jax.lax.map(lambda a: block(a[0], a[1], a[2]),
-                                (split(q_BxTxHxD), split(positions_BxT), segments))
+    prefixes = jax.tree.map(split, prefix)
+    out_NxBxCxHxD = jax.lax.map(lambda a: block(*a),
+                                (split(q_BxTxHxD), split(positions_BxT), segments, prefixes))
     return jnp.moveaxis(out_NxBxCxHxD, 0, 1).reshape(b, t, h, d)
 
 
@@ -153,14 +175,21 @@ def resolve_attention(implementation: str, q_BxTxHxD: jax.Array, segment_ids_BxT
 
 def causal_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
                      positions_BxT: jax.Array, segment_ids_BxT: jax.Array | None,
-                     sliding_window: int | None, implementation: str) -> jax.Array:
-    """Self-attention over one (possibly packed) block of tokens."""
+                     sliding_window: int | None, implementation: str,
+                     prefix: SharedPrefix | None = None) -> jax.Array:
+    """Self-attention over one (possibly packed) block of tokens (``prefix`` needs segment ids)."""
     kernel = resolve_attention(implementation, q_BxTxHxD, segment_ids_BxT, sliding_window)
+    if prefix is not None:
+        if segment_ids_BxT is None:
+            raise ValueError("a shared prefix needs segment ids (it names the segment to share)")
+        if kernel in ("splash", "pallas_gpu"):
+            kernel = "xla"  # the Pallas kernels take segment ids only: a shared prefix needs the mask path
     if kernel == "xla":
-        return blockwise_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, positions_BxT, segment_ids_BxT, sliding_window)
+        return blockwise_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, positions_BxT, segment_ids_BxT, sliding_window,
+                                   prefix=prefix)
     if kernel == "cudnn":
         mask = None if segment_ids_BxT is None else attention_mask(
-            positions_BxT, positions_BxT, segment_ids_BxT, segment_ids_BxT, sliding_window)
+            positions_BxT, positions_BxT, segment_ids_BxT, segment_ids_BxT, sliding_window, prefix)
         return fused_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, mask, "cudnn", sliding_window)
     if kernel == "splash":
         return splash_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, sliding_window)

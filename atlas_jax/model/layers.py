@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from atlas_jax.model.attention import cached_attention, causal_attention
+from atlas_jax.model.attention import SharedPrefix, cached_attention, causal_attention
 from atlas_jax.model.config import ModelConfig
 from atlas_jax.model.kv_cache import LayerCache
 from atlas_jax.model.rope import apply_rope
@@ -70,7 +70,7 @@ class Attention(nnx.Module):
         self.o_proj = Dense((h, d), (e,), ("q_heads", "head_dim"), ("embed",), bias=cfg.o_bias, cfg=cfg, rngs=rngs)
 
     def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
-                 cache: LayerCache | None = None):
+                 cache: LayerCache | None = None, prefix: SharedPrefix | None = None):
         """Output [B, T, E]; with ``cache``, ``(output, (k_LxBxKxSxD, v_LxBxKxSxD))``: the new keys
         and values are written into the stacked cache at (``cache.layer``, ``cache.index``) and
         the queries attend over all of this layer's slots."""
@@ -81,7 +81,8 @@ class Attention(nnx.Module):
         v = shard(self.v_proj(x_BxTxE), kv_heads)
         if cache is None:
             out_BxTxHxD = causal_attention(q, k, v, positions_BxT=positions_BxT, segment_ids_BxT=segment_ids_BxT,
-                                           sliding_window=self.cfg.sliding_window, implementation=self.cfg.attention)
+                                           sliding_window=self.cfg.sliding_window, implementation=self.cfg.attention,
+                                           prefix=prefix)
             return self.o_proj(shard(out_BxTxHxD, heads))
         k_all, v_all = cache.update(k, v)
         out_BxTxHxD = cached_attention(q, cache.layer_slice(k_all), cache.layer_slice(v_all),
@@ -116,11 +117,11 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
 
     def __call__(self, x_BxTxE, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
-                 cache: LayerCache | None = None):
+                 cache: LayerCache | None = None, prefix: SharedPrefix | None = None):
         """Output [B, T, E]; with ``cache``, ``(output, updated (k, v))`` as ``Attention`` returns."""
         residual = ("act_batch", "act_seq", "act_embed")
         attn = self.self_attn(self.input_layernorm(x_BxTxE), cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT,
-                              cache)
+                              cache, prefix)
         attn_BxTxE, kv = (attn, None) if cache is None else attn
         x_BxTxE = shard(x_BxTxE + attn_BxTxE, residual)
         out_BxTxE = shard(x_BxTxE + self.mlp(self.post_attention_layernorm(x_BxTxE)), residual)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
+from atlas_jax.model.attention import SharedPrefix
 from atlas_jax.model.config import ModelConfig
 from atlas_jax.model.kv_cache import KVCache, LayerCache
 from atlas_jax.model.layers import DecoderLayer, RMSNorm, make_param
@@ -60,7 +61,8 @@ class CausalLM(nnx.Module):
         return self.logits(out) if cache is None else (self.logits(out[0]), out[1])
 
     def hidden_states(self, input_ids_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-                      segment_ids_BxT: jax.Array | None = None, cache: KVCache | None = None):
+                      segment_ids_BxT: jax.Array | None = None, cache: KVCache | None = None,
+                      prefix: SharedPrefix | None = None):
         """Final-norm hidden states [B, T, E] in the compute dtype.
 
         ``segment_ids_BxT`` (1.. per packed sequence, 0 for padding) and ``positions_BxT``
@@ -69,8 +71,13 @@ class CausalLM(nnx.Module):
         With ``cache`` the tokens continue the cached sequences: ``positions_BxT`` is required,
         ``segment_ids_BxT`` marks real tokens (1) and padding (0, default: all real), and the
         result is ``(hidden, cache)`` with the tokens' keys/values written at ``cache.index``.
+
+        ``prefix`` (packed rows only, not with a cache) lets a segment also see the first positions
+        of another segment of its row (atlas_jax.model.attention.SharedPrefix).
         """
         cfg = self.cfg
+        if prefix is not None and (cache is not None or segment_ids_BxT is None):
+            raise ValueError("CausalLM: a shared prefix needs segment_ids_BxT and no KV cache")
         with use_mesh(self.mesh):
             if cache is not None:
                 if positions_BxT is None:
@@ -88,7 +95,7 @@ class CausalLM(nnx.Module):
             def apply_layer(x, layer_state, kv=None):
                 layer = nnx.merge(graphdef, layer_state)
                 if kv is None:
-                    return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT)
+                    return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT, prefix=prefix)
                 k_all, v_all, i = kv
                 layer_cache = LayerCache(k_all, v_all, cache.positions_BxS, cache.segments_BxS, cache.index, i)
                 return layer(x, cos_BxTxD, sin_BxTxD, positions_BxT, segment_ids_BxT, layer_cache)

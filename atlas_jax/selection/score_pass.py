@@ -8,6 +8,10 @@ and obs_dependence = nll_mean_no_obs - nll_mean. A metric is null when its seque
 to seq_len (the step is then marked ``truncated``); ifd and obs_dependence are null for steps
 without that counterfactual (variants.py): context steps (``loss: false``) have neither, the first
 trainable step has no obs_dependence.
+
+Cost: the counterfactuals share their trajectory's prefix with its full sequence (packing.py,
+``share_prefixes``), so the model runs O(tokens) per trajectory, not O(steps x tokens);
+``share_prefixes=False`` runs every sequence alone (same numbers, for comparison).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class ScoreOptions:
     num_slots: int | None = None  # scored steps per row + 1; None: from the longest trajectory
     span_method: str = "auto"
     group_size: int = 512  # trajectories encoded and packed at a time
+    share_prefixes: bool = True  # variants reuse the full sequence's prefix (False: each runs alone)
 
     def validate(self, mesh: Mesh | None = None) -> None:
         if self.seq_len < 2:
@@ -65,6 +70,7 @@ class ScoreReport:
     rows: int = 0
     batches: int = 0
     tokens: int = 0  # real tokens run through the model
+    sequence_tokens: int = 0  # the sequences' tokens: what running each alone would cost
     padded_tokens: int = 0  # rows x T, padding included
     truncated_sequences: int = 0
     truncated_steps: int = 0  # (step, variant) pairs left unscored because their sequence was cut
@@ -86,14 +92,17 @@ class ScoreReport:
     def summary(self) -> str:
         pad = 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
         return (f"scored {self.trajectories} trajectories, {self.steps} steps; {self.sequences} sequences in "
-                f"{self.rows} rows / {self.batches} batches, {self.tokens} tokens ({pad:.0%} padding); "
+                f"{self.rows} rows / {self.batches} batches, {self.tokens} tokens ({pad:.0%} padding; "
+                f"{self.sequence_tokens} without prefix sharing); "
                 f"{self.truncated_sequences} sequences cut to seq_len ({self.truncated_steps} step scores left null); "
                 f"{self.total_s:.2f} s, {self.tokens_per_s:.0f} tokens/s overall, "
                 f"{self.steady_tokens_per_s:.0f} tokens/s after the first batch ({self.first_batch_s:.2f} s)")
 
 
-def _auto_slots(trajectories: Sequence[Trajectory]) -> int:
-    need = max(t.num_steps for t in trajectories) + 1
+def _auto_slots(trajectories: Sequence[Trajectory], options: ScoreOptions) -> int:
+    """Room for a trajectory's every score in one row: its steps, plus (sharing) one per counterfactual."""
+    per_step = 1 + len(set(options.variants) - {"full"}) if options.share_prefixes else 1
+    need = max(t.num_steps for t in trajectories) * per_step + 1
     return max(8, 1 << (need - 1).bit_length())
 
 
@@ -109,19 +118,20 @@ def score_trajectories(trajectories: Sequence[Trajectory], tokenizer: Any, model
     report = ScoreReport(trajectories=len(trajectories), steps=sum(t.num_steps for t in trajectories))
     if not trajectories:
         return [], report
-    num_slots = options.num_slots or _auto_slots(trajectories)
+    num_slots = options.num_slots or _auto_slots(trajectories, options)
     step = make_score_step(model, num_slots, options.chunk, mesh)
     records: list[dict] = []
     start = time.perf_counter()
-    # groups of trajectories bound host memory: the no_obs variant alone is O(steps^2) tokens
+    # groups of trajectories bound host memory: the no_obs sequences alone are O(steps^2) tokens
     for g in range(0, len(trajectories), options.group_size):
         group = trajectories[g:g + options.group_size]
         sequences = [seq for traj in group for seq in trajectory_sequences(
             traj, tokenizer, options.variants, span_method=options.span_method, chat_template=chat_template)]
-        rows, pack_report = pack(sequences, options.seq_len, num_slots)
+        rows, pack_report = pack(sequences, options.seq_len, num_slots, share_prefixes=options.share_prefixes)
         report.sequences += len(sequences)
         report.rows += len(rows)
         report.tokens += pack_report.tokens
+        report.sequence_tokens += pack_report.sequence_tokens
         report.truncated_sequences += pack_report.truncated_sequences
         report.truncated_steps += len(pack_report.truncated_steps)
         sums = _run_batches(step, rows, sequences, options, report, start)

@@ -6,6 +6,9 @@ to a power of two (a handful of compiled shapes), or the whole row when that is 
 Logits come from atlas_jax.train.loss.token_nll, the cross-entropy training uses, in chunks of
 ``chunk`` positions, so the float32 [B, T, V] tensor never exists at once (V is 128k for
 Llama 3). Only three [B, S] float32 arrays per batch come back to the host.
+
+Rows whose variants share their trajectory's prefix (atlas_jax.selection.packing) pass it to the
+model as a SharedPrefix; a batch without any runs the plain packed attention.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from atlas_jax.model import CausalLM
+from atlas_jax.model.attention import SharedPrefix
+from atlas_jax.selection.packing import ROW_KEYS
 from atlas_jax.sharding import batch_sharding
 from atlas_jax.train.loss import gather_rows, take_rows, token_nll
 
@@ -50,10 +55,12 @@ def make_score_step(model: CausalLM, num_slots: int, chunk: int = 256,
     """
     graphdef, state = nnx.split(model)
 
-    @functools.partial(jax.jit, static_argnums=0)
-    def step(capacity, state, input_ids_BxT, target_ids_BxT, positions_BxT, segment_ids_BxT, slot_ids_BxT):
+    @functools.partial(jax.jit, static_argnums=(0, 1))
+    def step(capacity, shared, state, input_ids_BxT, target_ids_BxT, positions_BxT, segment_ids_BxT, slot_ids_BxT,
+             prefix_segment_ids_BxT, prefix_lengths_BxT):
         lm = nnx.merge(graphdef, state)
-        hidden_BxTxE = lm.hidden_states(input_ids_BxT, positions_BxT, segment_ids_BxT)
+        prefix = SharedPrefix(prefix_segment_ids_BxT, prefix_lengths_BxT) if shared else None
+        hidden_BxTxE = lm.hidden_states(input_ids_BxT, positions_BxT, segment_ids_BxT, prefix=prefix)
         if capacity is not None:  # only the scored positions (unscored ones fill the rest with slot 0)
             idx_BxC, real_BxC = gather_rows(slot_ids_BxT > 0, capacity)
             hidden_BxTxE = take_rows(hidden_BxTxE, idx_BxC)
@@ -69,9 +76,10 @@ def make_score_step(model: CausalLM, num_slots: int, chunk: int = 256,
     sharding = None if mesh is None else batch_sharding(mesh)
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        arrays = [batch[k] for k in ("input_ids", "target_ids", "positions", "segment_ids", "slot_ids")]
+        arrays = [batch[k] for k in ROW_KEYS]
         if sharding is not None:
             arrays = [jax.device_put(a, sharding) for a in arrays]
-        return step(scored_capacity(batch["slot_ids"]), state, *arrays)
+        shared = bool(batch["prefix_lengths"].any())  # static: two compiled variants at most
+        return step(scored_capacity(batch["slot_ids"]), shared, state, *arrays)
 
     return run
