@@ -61,9 +61,9 @@ class OracleReport:
     retried_items: int = 0
     retries: int = 0
     failed: dict = dataclasses.field(default_factory=dict)  # item_id -> last error, in full
-    failure_headlines: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failure_headlines: dict = dataclasses.field(default_factory=dict)  # item_id -> its error's headline
     not_sent: list = dataclasses.field(default_factory=list)  # items never asked: the breaker stopped the run
-    stopped: str | None = None  # why the circuit breaker stopped the run
+    stopped: str | None = None  # why the circuit breaker stopped the run, with the last error's headline
     notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # kinds of failed attempts
 
@@ -82,14 +82,18 @@ class OracleReport:
             lines.append("  answer fixes: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in
                                                          self.notes.most_common())
                          + (" (kept the first steps up to the cap)" if self.notes.get("over_cap") else ""))
-        for headline, n in self.failure_headlines.most_common():
-            lines.append(f"  {n} {'item' if n == 1 else 'items'} failed: {headline}")
+        groups: dict[str, list[str]] = {}
+        for item_id in self.failed:
+            groups.setdefault(self.failure_headlines[item_id], []).append(item_id)
+        for headline, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"  {len(items)} {'item' if len(items) == 1 else 'items'} failed: {headline}")
+            lines.append("    items: " + ", ".join(items[:max_items])
+                         + (f" and {len(items) - max_items} more" if len(items) > max_items else ""))
+            said = (self.failed[i].removeprefix(headline).removeprefix(": ") for i in items)
+            details = [d for d in dict.fromkeys(said) if d]
+            lines.extend(f"    said: {d}" for d in details[:3])
         if self.stopped:
-            lines.append(f"  STOPPED: {self.stopped}; {len(self.not_sent)} items were not sent")
-        for item_id, why in list(self.failed.items())[:max_items]:
-            lines.append(f"  FAILED {item_id}: {why}")
-        if len(self.failed) > max_items:
-            lines.append(f"  ... and {len(self.failed) - max_items} more failed items")
+            lines.append(f"  STOPPED after {self.stopped.split(': ')[0]}; {len(self.not_sent)} items were not sent")
         return "\n".join(lines)
 
 
@@ -119,7 +123,7 @@ class _Breaker:
         limit = self.limits[category]
         if limit and self.streaks[category] >= limit and not self.stop.is_set():
             what = "auth/URL failures (HTTP 401/403/404)" if category == AUTH else "server failures"
-            self.reason = f"{self.streaks[category]} consecutive {what}, the last: {error.headline}"
+            self.reason = f"{self.streaks[category]} consecutive {what}: {error.headline}"
             self.stop.set()
 
 
@@ -179,7 +183,7 @@ def label_trajectories(trajectories: Sequence[Trajectory], ratio: float, client:
                 report.not_sent.append(traj.item_id)
                 return
             report.failed[traj.item_id] = str(error)
-            report.failure_headlines[getattr(error, "headline", f"answers with no usable step from {client.url}")] += 1
+            report.failure_headlines[traj.item_id] = getattr(error, "headline", "answers with no usable step")
             bar.update(1)
             bar.set_postfix(_postfix(report), refresh=False)
 

@@ -123,8 +123,10 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
     labelled, report = label_trajectories(trajectories, args.ratio, client, options)
     print(report.summary())
     print(f"oracle cache: {cache}")
-    resume = (f"the {report.labelled + report.cached} answers so far are cached in {cache}; rerun the same "
-              f"command to ask only for the {report.missing} missing items")
+    done = report.labelled + report.cached
+    resume = (f"the {done} answers so far are cached in {cache}; rerun the same command to ask only for the "
+              f"{report.missing} missing items" if done else
+              f"no item was labelled; fix the cause and rerun the same command (answers are cached in {cache})")
     if report.stopped:  # a mask of the few items done before the stop would mislead: write none
         print(f"atlas-jax select: oracle stopped: {report.stopped}; no mask written; {resume}", file=sys.stderr)
         return [], meta, -1
