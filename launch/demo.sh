@@ -74,7 +74,7 @@ cat <<TXT
   Hugging Face      $out/hf
 TXT
 
-# babyai_417: 7 trainable steps, so 2 critical ones at --ratio 0.3; short enough to read
+# babyai_421: 5 trainable steps (1 critical at --ratio 0.3) in 1847 tokens: whole at 2048, short enough to read
 say "8/8 one trajectory as the ATLaS run saw it: critical steps (the only ones with loss) highlighted"
 atlas-jax inspect --data "${data[@]}" --tokenizer "$out/tokenizer" --mask "$out/mask.jsonl" --max-length 2048 \
-  --item babyai_417 --limit 1 --color auto
+  --item babyai_421 --limit 1 --color auto
