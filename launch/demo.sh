@@ -78,3 +78,4 @@ TXT
 say "8/8 one trajectory as the ATLaS run saw it: critical steps (the only ones with loss) highlighted"
 atlas-jax inspect --data "${data[@]}" --tokenizer "$out/tokenizer" --mask "$out/mask.jsonl" --max-length 2048 \
   --item babyai_421 --limit 1 --color auto
+printf '\n== demo done in %d min %02d s (README: ~6 min on 2 idle cores)\n' $((SECONDS / 60)) $((SECONDS % 60))

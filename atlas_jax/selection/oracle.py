@@ -89,9 +89,9 @@ class OracleReport:
             lines.append(f"  {len(items)} {'item' if len(items) == 1 else 'items'} failed: {headline}")
             lines.append("    items: " + ", ".join(items[:max_items])
                          + (f" and {len(items) - max_items} more" if len(items) > max_items else ""))
-            said = (self.failed[i].removeprefix(headline).removeprefix(": ") for i in items)
-            details = [d for d in dict.fromkeys(said) if d]
-            lines.extend(f"    said: {d}" for d in details[:3])
+            details = (self.failed[i].removeprefix(headline).removeprefix(": ") for i in items)
+            details = [d for d in dict.fromkeys(details) if d]
+            lines.extend(f"    detail: {d}" for d in details[:3])
         if self.stopped:
             lines.append(f"  STOPPED after {self.stopped.split(': ')[0]}; {len(self.not_sent)} items were not sent")
         return "\n".join(lines)

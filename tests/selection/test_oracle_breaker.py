@@ -68,7 +68,7 @@ def test_summary_names_status_url_and_hint_per_failure_kind(tmp_path, capsys):
         "  failed attempts: 3 HTTP 401 Unauthorized",
         f"  3 items failed: {headline}",
         "    items: t00, t01, t02",
-        '    said: {"error": "scripted"}',
+        '    detail: {"error": "scripted"}',
         "  STOPPED after 3 consecutive auth/URL failures (HTTP 401/403/404); 17 items were not sent"]
     with FakeOracle({"t00": ["404"], "t01": ["403"]}) as server:
         client = ChatClient(server.url, "fake-gpt", timeout=2.0, api_key=SECRET)
