@@ -4,6 +4,8 @@ Selectors are described in atlas_jax.selection.selectors. ``--token-budget N`` c
 tokens selected over the whole data set (token counts from --scores, else from --tokenizer).
 With the oracle, items that fail after all retries are listed and left out of the mask, and the
 command exits 1 (``--allow-failed``: exit 0); rerunning asks only for them (the cache has the rest).
+After a run of consecutive auth or server failures (the circuit breaker) the command stops
+sending, writes no mask and exits 1; the answers so far stay cached for the rerun.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import argparse
 import os
 import sys
 
+from atlas_jax.selection.oracle import OracleOptions
+from atlas_jax.selection.oracle_client import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from atlas_jax.selection.selectors import DEFAULT_COMBINE, SELECTORS
 
 
@@ -36,11 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     oracle.add_argument("--oracle-model", help="model name sent to the server")
     oracle.add_argument("--oracle-cache", help="answer cache directory (default: OUT's folder/oracle-cache)")
     oracle.add_argument("--oracle-concurrency", type=int, default=8, help="requests in flight (default 8)")
-    oracle.add_argument("--oracle-timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    oracle.add_argument("--oracle-retries", type=int, default=4, help="retries per item (default 4)")
-    oracle.add_argument("--oracle-backoff", type=float, default=2.0, help="first retry delay in s (default 2)")
+    oracle.add_argument("--oracle-timeout", type=float, default=READ_TIMEOUT_S,
+                        help=f"seconds to wait for an answer (default {READ_TIMEOUT_S:g})")
+    oracle.add_argument("--oracle-connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
+                        help=f"seconds to wait for a connection (default {CONNECT_TIMEOUT_S:g})")
+    oracle.add_argument("--oracle-retries", type=int, default=OracleOptions.max_retries,
+                        help=f"retries per item (default {OracleOptions.max_retries})")
+    oracle.add_argument("--oracle-backoff", type=float, default=OracleOptions.backoff_s,
+                        help=f"first retry delay in s, doubling per retry (default {OracleOptions.backoff_s:g})")
+    oracle.add_argument("--oracle-max-auth-failures", type=int, default=OracleOptions.max_auth_failures,
+                        help="stop after this many consecutive HTTP 401/403/404 answers, 0: never "
+                             f"(default {OracleOptions.max_auth_failures})")
+    oracle.add_argument("--oracle-max-server-failures", type=int, default=OracleOptions.max_server_failures,
+                        help="stop after this many consecutive server errors, timeouts or refused connections, "
+                             f"0: never (default {OracleOptions.max_server_failures})")
     oracle.add_argument("--oracle-max-tokens", type=int, default=1024, help="answer length limit (default 1024)")
     oracle.add_argument("--allow-failed", action="store_true", help="exit 0 even if some items failed")
+    oracle.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
 
 
 def _needs(args, flag: str, why: str) -> None:
@@ -91,22 +107,34 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
         selections = [S.select_top(t, args.ratio, values[t.item_id]) for t in trajectories]
         meta.update(model=model, **_check_unscored(args, trajectories, values, selections))
         return selections, meta, 0
-    from atlas_jax.selection.oracle import OracleOptions, label_trajectories
+    from atlas_jax.selection.oracle import label_trajectories
     from atlas_jax.selection.oracle_client import ChatClient
     from atlas_jax.selection.oracle_prompt import PROMPT_VERSION
 
     client = ChatClient(args.oracle_url, args.oracle_model, timeout=args.oracle_timeout,
-                        max_tokens=args.oracle_max_tokens)
+                        connect_timeout=args.oracle_connect_timeout, max_tokens=args.oracle_max_tokens)
     if not client.has_key:
         print("oracle: no API key in ATLAS_ORACLE_API_KEY or OPENAI_API_KEY; sending no Authorization header")
     cache = args.oracle_cache or os.path.join(os.path.dirname(os.path.abspath(args.out)), "oracle-cache")
     options = OracleOptions(concurrency=args.oracle_concurrency, max_retries=args.oracle_retries,
-                            backoff_s=args.oracle_backoff, cache_dir=cache)
+                            backoff_s=args.oracle_backoff, max_auth_failures=args.oracle_max_auth_failures,
+                            max_server_failures=args.oracle_max_server_failures, cache_dir=cache,
+                            progress=False if args.no_progress else None)
     labelled, report = label_trajectories(trajectories, args.ratio, client, options)
     print(report.summary())
     print(f"oracle cache: {cache}")
+    done = report.labelled + report.cached
+    resume = (f"the {done} answers so far are cached in {cache}; rerun the same command to ask only for the "
+              f"{report.missing} missing items" if done else
+              f"no item was labelled; fix the cause and rerun the same command (answers are cached in {cache})")
+    if report.stopped:  # a mask of the few items done before the stop would mislead: write none
+        print(f"atlas-jax select: oracle stopped: {report.stopped}; no mask written; {resume}", file=sys.stderr)
+        return [], meta, -1
+    if report.missing:
+        print(f"atlas-jax select: {report.missing} trajectories failed and are not in the mask; {resume}"
+              + ("" if args.allow_failed else " (or pass --allow-failed)"), file=sys.stderr)
     meta.update(model=args.oracle_model, url=args.oracle_url, prompt_version=PROMPT_VERSION)
-    code = 1 if report.failed and not args.allow_failed else 0
+    code = 1 if report.missing and not args.allow_failed else 0
     return [labelled[t.item_id] for t in trajectories if t.item_id in labelled], meta, code
 
 
@@ -163,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{', '.join(t.item_id for t in unscored[:10])}{' ...' if len(unscored) > 10 else ''}")
                 trajectories = [t for t in trajectories if t.item_id in scores]
     selections, meta, code = _select(args, trajectories, scores)
+    if code < 0:  # stopped before the work was done: nothing to write
+        return 1
 
     if args.token_budget is not None:
         if scores is not None:
@@ -184,7 +214,4 @@ def run(args: argparse.Namespace) -> int:
     total = sum(trainable[s.item_id] for s in selections)
     print(f"selector {args.selector}: {chosen}/{total} trainable steps critical ({chosen / max(total, 1):.1%}) in "
           f"{written} trajectories; wrote {args.out}")
-    if code:
-        print(f"atlas-jax select: {len(trajectories) - written} trajectories failed and are not in the mask; "
-              f"rerun to retry them (answers so far are cached) or pass --allow-failed", file=sys.stderr)
     return code

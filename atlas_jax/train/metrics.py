@@ -13,6 +13,7 @@ import jax
 class MetricsWriter:
     def __init__(self, output_dir: str | Path, total_steps: int, start_step: int = 0, progress_bar: bool = True):
         self.enabled = jax.process_index() == 0
+        self._total = total_steps
         self.path = Path(output_dir) / "metrics.jsonl"
         self._tb = self._bar = None
         if not self.enabled:
@@ -41,6 +42,11 @@ class MetricsWriter:
                     self._tb.add_scalar(f"{prefix}/{key}", _plain(value), step)
         if self._bar is not None and prefix == "train":
             self._bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "lr") if k in metrics}, refresh=False)
+        elif prefix == "train":  # no bar (train.progress_bar=false): one line per logged step instead
+            shown = {"loss": "loss {:.4f}", "lr": "lr {:.3g}", "grad_norm": "grad norm {:.3g}",
+                     "real_tokens_per_sec": "{:.0f} tokens/s"}
+            print(f"step {step}/{self._total}: " + ", ".join(f.format(_plain(metrics[k])) for k, f in shown.items()
+                                                              if k in metrics), file=sys.stderr, flush=True)
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:

@@ -1,9 +1,10 @@
 """A scripted OpenAI-compatible server on 127.0.0.1 for the oracle tests.
 
 ``script[item_id]`` is a list of behaviours, one per request for that item (the last repeats):
-good / 429 / 500 / 401 / sleep (longer than the client timeout, then good) / garbage (no JSON) /
+good / 429 / 500 / 401 / 403 / 404 / sleep (longer than the client timeout, then good) / hang (no answer until
+the server closes) / garbage (no JSON) /
 html (a body that is not a chat-completions response) / partial (JSON cut mid-way) /
-out_of_range / over_cap / names_ack. The item is recognised from the task line of the prompt ("Task ID: ...").
+out_of_range / over_cap / names_ack; items not in the script get ``default``. The item is recognised from the task line of the prompt ("Task ID: ...").
 Step indices are those of the test trajectories in AgentGym's layout: step 0 is the acknowledgement
 (never selectable), steps 1-4 the agent's steps.
 """
@@ -42,8 +43,10 @@ def content_for(kind: str) -> str:
 
 
 class FakeOracle:
-    def __init__(self, script: dict[str, list[str]], sleep_s: float = 0.5):
+    def __init__(self, script: dict[str, list[str]], sleep_s: float = 0.5, default: str = "good"):
         self.script = script
+        self.default = default
+        self.closing = threading.Event()  # releases the "hang" handlers
         self.sleep_s = sleep_s
         self.requests: list[tuple[str, str | None]] = []  # (item_id, Authorization header)
         self.lock = threading.Lock()
@@ -60,9 +63,12 @@ class FakeOracle:
                 with outer.lock:
                     n = sum(i == item_id for i, _ in outer.requests)
                     outer.requests.append((item_id, self.headers.get("Authorization")))
-                plan = outer.script.get(item_id, ["good"])
+                plan = outer.script.get(item_id, [outer.default])
                 kind = plan[min(n, len(plan) - 1)]
-                if kind in ("429", "500", "401"):
+                if kind == "hang":
+                    outer.closing.wait()
+                    return
+                if kind in ("429", "500", "401", "403", "404"):
                     return self._send(int(kind), b'{"error": "scripted"}', {"Retry-After": "0"})
                 if kind == "html":
                     return self._send(200, b"<html>proxy error</html>")
@@ -98,5 +104,6 @@ class FakeOracle:
         return self
 
     def __exit__(self, *exc):
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()

@@ -93,7 +93,8 @@ def test_labels_through_failures(tmp_path):
     assert report.notes == {"partial_json": 1, "out_of_range": 2, "over_cap": 1, "not_selectable": 1}
     assert all(auth == f"Bearer {SECRET}" for _, auth in server.requests)
     summary = report.summary()
-    assert "FAILED t_dead" in summary and "FAILED t_auth" in summary and "9 labelled" in summary
+    assert "9 labelled" in summary and "\n  1 item failed: answers with no usable step\n    items: t_dead\n" in summary
+    assert f"\n  1 item failed: HTTP 401 Unauthorized from {server.url}/chat/completions (bad API key?" in summary
     cached = [open(os.path.join(root, f)).read() for root, _, files in os.walk(tmp_path / "cache") for f in files]
     assert len(cached) == 9 and not any(SECRET in c for c in cached) and SECRET not in summary + repr(client)
 
@@ -139,7 +140,8 @@ def test_select_oracle_cli_reports_failures_then_resumes(tmp_path, monkeypatch, 
         args[args.index(None)] = server.url
         assert main(args) == 1
     captured = capsys.readouterr()
-    assert "FAILED t_dead" in captured.out and "1 trajectories failed" in captured.err
+    assert "1 item failed: answers with no usable step\n    items: t_dead" in captured.out
+    assert "1 trajectories failed" in captured.err
     assert SECRET not in captured.out + captured.err
     mask = read_mask(out)
     assert sorted(mask) == ["t_429", "t_good", "t_range"] and mask["t_good"].critical == (1, 2)
