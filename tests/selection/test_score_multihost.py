@@ -96,7 +96,7 @@ def test_a_killed_run_keeps_its_parts_and_the_rerun_scores_only_the_rest(
     assert not out.exists()
     assert len(list((tmp_path / "scores.jsonl.parts").glob("part-*.jsonl"))) == 1
     # the same run with other options is refused, naming what differs
-    assert main(score_argv(hf_dir, tokenizer_dir, data, out, "--seq-len", "128")) == 1
+    assert main(score_argv(hf_dir, tokenizer_dir, data, out, "--seq-len", "128")) == 2  # a user error: one line, exit 2
     assert "differs in seq_len" in capsys.readouterr().err
     calls.clear()
     kill = False
