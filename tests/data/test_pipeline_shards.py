@@ -119,3 +119,18 @@ def test_a_state_that_cannot_be_split_is_refused_with_what_to_do(corpus_ids, tok
         data(path, tok, 1, 2).restore([state])
     with pytest.raises(ValueError, match="data.shards=4, but the checkpoint's data state has 1 shards"):
         data(path, tok, shards=4).restore([state])
+
+
+def test_a_bare_grain_state_from_before_shards_resumes(corpus_ids, tokenizer_dirs):
+    """Checkpoints written before data shards hold one bare Grain state per process."""
+    path, _ = corpus_ids
+    first = data(path, tokenizer_dirs["marked"])
+    next(first)
+    bare = first.get_state()["states"]["0"]
+    assert set(bare) == {"parent", "next_row", "counter"}  # the Grain packing iterator's own state
+    want = [next(first) for _ in range(3)]
+    for resume in ("set_state", "restore"):
+        resumed = data(path, tokenizer_dirs["marked"])
+        resumed.set_state(bare) if resume == "set_state" else resumed.restore([bare])
+        for w in want:
+            assert_same(next(resumed), w)

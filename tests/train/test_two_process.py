@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -49,9 +50,14 @@ def two_processes(overrides: list[str], tmp_path: Path, name: str, sigterm_at=(0
 
 
 def params_at(run_dir: Path, step: int) -> dict:
-    restored = ocp.StandardCheckpointer().restore((run_dir / "checkpoints" / str(step) / "params").absolute())
-    return {"/".join(map(str, path)): np.asarray(leaf) for path, leaf in
-            ocp.tree.to_flat_dict(restored).items()}
+    """The saved parameters of one step as host numpy arrays (whatever devices wrote them)."""
+    path = (run_dir / "checkpoints" / str(step) / "params").absolute()
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path)
+    tree = getattr(getattr(tree, "item_metadata", tree), "tree", tree)
+    restored = checkpointer.restore(path, restore_args=jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+    return {"/".join(map(str, path)): np.asarray(leaf) for path, leaf in ocp.tree.to_flat_dict(restored).items()}
 
 
 def steps_of(run_dir: Path) -> list[int]:
