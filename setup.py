@@ -19,7 +19,7 @@ setup(
         "transformers>=4.45",
         "tokenizers>=0.20",
         "safetensors>=0.4",
-        "grain>=0.2.10",
+        "grain>=0.2.18,<0.3",  # tested on 0.2.18: packing + iterator state (0.2.10 slices dropped the epoch)
         "tensorflow-datasets>=4.9.7",
         "array-record>=0.5",
         "numpy>=1.26",

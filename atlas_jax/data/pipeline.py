@@ -1,4 +1,4 @@
-"""The Grain input pipeline: records -> shuffle -> shard by process -> encode (once) -> pack -> batch -> global arrays.
+"""The Grain input pipeline: records -> epoch order per shard -> encode (once) -> pack -> batch -> global arrays.
 
     data = TrainData(DataConfig(train_files=[...], tokenizer=TOK, mask_file=MASK, seq_len=2048,
                                 global_batch_size=32, seed=0))
@@ -6,9 +6,13 @@
     batch = data.next_global(mesh)               # dict of global jax.Array [B_global, T], batch over data x fsdp
     state = data.get_state(); data.set_state(state)   # resume on the exact next batch
 
-Shuffling is global and seeded (every process computes the same permutation), then each process
-takes every process_count-th record from its process_index, so processes see disjoint records
-that together cover each epoch; every epoch is reshuffled.
+The data is cut into ``data.shards`` shards (default: one per process). Each epoch is a fresh
+seeded permutation of all records, the same on every process; shard s takes every shards-th
+record of it from position s (order.py), so the shards are disjoint and together cover each epoch.
+Each shard packs and batches its records alone (global_batch_size / shards rows), and a process
+reads shards [p*S/P, (p+1)*S/P) and stacks their rows. The global batch is therefore the same
+for any process count that divides the shard count, and so is a resumed run: a checkpoint holds
+every shard's iterator state, and any process count dividing the shard count can resume it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder, load_tokenizer
 from atlas_jax.data.mask import check_mask_against, read_mask
+from atlas_jax.data.order import EpochOrder
 from atlas_jax.data.sequences import BATCH_KEYS, PACKED_FEATURES
 from atlas_jax.data.tfds_builder import decode_example, is_tfds_dir, open_array_record
 from atlas_jax.data.trajectory import ReadReport, TrajectoryError, read_trajectories
@@ -43,8 +48,9 @@ class DataConfig:
     num_packing_bins: int = 8
     on_error: str = "raise"  # bad records: raise, or skip and count
     split: str = "train"  # TFDS split
-    worker_count: int = 0  # Grain worker processes for encode + pack (0: in this process, with threads)
+    worker_count: int = 0  # Grain worker processes per shard for encode + pack (0: in this process, with threads)
     read_ahead: int = 16  # records encoded ahead of the packer (bounds the memory of records in flight)
+    shards: int | None = None  # data shards (None: one per process); a multiple of every process count to resume on
 
     def __post_init__(self):
         if isinstance(self.train_files, str):
@@ -61,6 +67,8 @@ class DataConfig:
             raise ValueError(f"data.read_ahead must be >= 1, got {self.read_ahead}")
         if self.worker_count < 0:
             raise ValueError(f"data.worker_count must be >= 0, got {self.worker_count}")
+        if self.shards is not None and self.shards < 1:
+            raise ValueError(f"data.shards must be positive or None, got {self.shards}")
         if self.num_epochs is not None and self.num_epochs < 1:
             raise ValueError(f"data.num_epochs must be positive or None, got {self.num_epochs}")
 
@@ -123,11 +131,12 @@ class _EncodeOnce:
     without yielding a batch: after a whole epoch of nothing, it fails with the reasons.
     """
 
-    def __init__(self, records: "_Records", encoder: TrajectoryEncoder, records_per_epoch: int, where: str):
+    def __init__(self, records: "_Records", encoder: TrajectoryEncoder, records_per_epoch: int, where: str,
+                 cache: dict, lock: threading.Lock):
         self.records = records
         self.encoder = encoder
-        self.lock = threading.Lock()
-        self.cache: dict[int, dict | None] = {}
+        self.lock = lock  # one cache, lock and encoder report for all shards of a process
+        self.cache: dict[int, dict | None] = cache
         self.records_per_epoch = records_per_epoch
         self.where = where
         self.empty_in_a_row = 0
@@ -148,7 +157,7 @@ class _EncodeOnce:
             features = self.cache[index]
             self.empty_in_a_row = 0 if features is not None else self.empty_in_a_row + 1
             if self.empty_in_a_row > self.records_per_epoch:
-                raise ValueError(f"{self.where}: none of the {self.records_per_epoch} trajectories of this process "
+                raise ValueError(f"{self.where}: none of the {self.records_per_epoch} trajectories of a data shard "
                                  f"produced a training sequence ({self.encoder.report.summary()}); check "
                                  f"data.seq_len / max_length against the prompt lengths, and the mask")
             return features
@@ -197,8 +206,8 @@ class TrainData:
     """Iterator of host batches for this process; see the module docstring."""
 
     def __init__(self, cfg: DataConfig, tokenizer: Any = None, *, process_index: int | None = None,
-                 process_count: int | None = None):
-        import grain
+                 process_count: int | None = None, shards: int | None = None):
+        """``shards`` (else ``cfg.shards``, else one per process): a resumed run passes its checkpoint's."""
         import jax
 
         self.cfg = cfg
@@ -211,8 +220,6 @@ class TrainData:
 
         self.records = _Records(cfg)
         log.info("data %s: %s", ",".join(cfg.train_files), self.records.report.summary())
-        if len(self.records) < self.process_count:
-            raise ValueError(f"{len(self.records)} usable trajectories cannot feed {self.process_count} processes")
         mask = None
         if cfg.mask_file:
             mask_report = ReadReport()
@@ -224,28 +231,52 @@ class TrainData:
             options = dataclasses.replace(options, max_length=cfg.seq_len)
         self.encoder = TrajectoryEncoder(load_tokenizer(tokenizer if tokenizer is not None else cfg.tokenizer),
                                          options, mask)
+        self._cache, self._lock = {}, threading.Lock()
+        self._set_layout(shards or cfg.shards or self.process_count)
 
-        self._indices = grain.MapDataset.range(len(self.records))
-        if cfg.shuffle:
-            self._indices = self._indices.shuffle(seed=cfg.seed)
-        self._indices = self._indices[self.process_index::self.process_count]
-        self.encoded = _EncodeOnce(self.records, self.encoder, len(self._indices), ",".join(cfg.train_files))
-        self.dataset = self._packed(cfg.num_epochs)
-        self.iterator = iter(self.dataset)
+    def _set_layout(self, shards: int) -> None:
+        """Build this process's shard pipelines for ``shards`` shards in all."""
+        cfg, P = self.cfg, self.process_count
+        if shards % P:
+            raise ValueError(f"{shards} data shards cannot be split over {P} processes: run on a process count "
+                             f"that divides {shards}, or start a new run with data.shards set to a multiple of "
+                             f"every process count it will run on")
+        if cfg.global_batch_size % shards:
+            raise ValueError(f"data.global_batch_size={cfg.global_batch_size} is not divisible by {shards} "
+                             "data shards")
+        if len(self.records) < shards:
+            raise ValueError(f"{len(self.records)} usable trajectories cannot feed {shards} data shards")
+        self.shards = shards
+        per = shards // P
+        self.local_shards = list(range(self.process_index * per, (self.process_index + 1) * per))
+        self.shard_batch_size = cfg.global_batch_size // shards
+        self.orders = {s: self._order(s, cfg.num_epochs) for s in self.local_shards}
+        where = ",".join(cfg.train_files)
+        self.encoded = {s: _EncodeOnce(self.records, self.encoder, self.orders[s].per_epoch, where, self._cache,
+                                       self._lock) for s in self.local_shards}
+        self.iterators = {s: iter(self._packed(s, cfg.num_epochs)) for s in self.local_shards}
+        self.exhausted: set[int] = set()
 
-    def _packed(self, num_epochs: int | None):
-        """Indices -> cached encoded features -> packed rows -> [B_local, T] batches."""
+    def _order(self, shard: int, num_epochs: int | None) -> EpochOrder:
+        cfg = self.cfg
+        return EpochOrder(len(self.records), seed=cfg.seed, shuffle=cfg.shuffle, shard=shard, shards=self.shards,
+                          num_epochs=num_epochs)
+
+    def _packed(self, shard: int, num_epochs: int | None):
+        """One shard: record indices -> cached encoded features -> packed rows -> [B_shard, T] batches."""
         import grain
 
         cfg = self.cfg
-        ds = self._indices.repeat(num_epochs).map(self.encoded).filter(lambda x: x is not None)
+        ds = grain.MapDataset.source(self._order(shard, num_epochs)).map(self.encoded[shard])
         # bounded read-ahead: Grain's default (16 threads, 500 elements) would encode hundreds of records
         # the run may never use, each holding its whole tokenization; _EncodeOnce serializes encoding anyway
-        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=cfg.read_ahead))
+        it = ds.filter(lambda x: x is not None).to_iter_dataset(
+            grain.ReadOptions(num_threads=1, prefetch_buffer_size=cfg.read_ahead))
         length = {k: cfg.seq_len for k in PACKED_FEATURES}
         it = grain.experimental.FirstFitPackIterDataset(it, length_struct=length, num_packing_bins=cfg.num_packing_bins,
                                                         seed=cfg.seed, shuffle_bins=cfg.shuffle)
-        it = it.map(_to_batch_keys).batch(self.local_batch_size, drop_remainder=False).map(_PadRows(self.local_batch_size))
+        rows = self.shard_batch_size
+        it = it.map(_to_batch_keys).batch(rows, drop_remainder=False).map(_PadRows(rows))
         if cfg.worker_count > 0:  # Grain worker processes run the pipeline above; the iterator state stays exact
             from absl import flags
             if not flags.FLAGS.is_parsed():  # Grain reads its absl flags in the workers; a library caller has none
@@ -255,14 +286,37 @@ class TrainData:
 
     def profile(self, num_epochs: int = 1, max_batches: int | None = None) -> "DataProfile":
         """Counts over this process's first ``num_epochs`` epochs of batches (at most ``max_batches``),
-        from a separate iterator: the training iterator does not move. Encoding is cached, so
-        the batches profiled are encoded once for the whole run."""
+        from separate iterators: the training iterators do not move. A process's batch count is its
+        longest shard's (a shorter shard pads its rows). Encoding is cached, so the batches profiled
+        are encoded once for the whole run."""
         out = DataProfile()
-        for batch in self._packed(num_epochs):
-            out.add(batch)
-            if max_batches is not None and out.batches >= max_batches:
+        iterators = [iter(self._packed(s, num_epochs)) for s in self.local_shards]
+        while max_batches is None or out.batches < max_batches:
+            batch = self._stack(iterators, set())
+            if batch is None:
                 break
+            out.add(batch)
         return out
+
+    def _stack(self, iterators: list, exhausted: set) -> dict[str, np.ndarray] | None:
+        """The next rows of every shard, stacked in shard order; an exhausted shard (a finite epoch)
+        gives empty rows until all are exhausted (None)."""
+        parts = []
+        for i, it in enumerate(iterators):
+            batch = None
+            if i not in exhausted:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    exhausted.add(i)
+            parts.append(batch)
+        if all(p is None for p in parts):
+            return None
+        template = next(p for p in parts if p is not None)
+        parts = [p if p is not None else {k: np.zeros_like(v) for k, v in template.items()} for p in parts]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in template}
 
     @property
     def read_report(self) -> ReadReport:
@@ -281,16 +335,59 @@ class TrainData:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        return next(self.iterator)
+        batch = self._stack([self.iterators[s] for s in self.local_shards], self.exhausted)
+        if batch is None:
+            raise StopIteration
+        return batch
 
     def get_state(self) -> dict:
-        return self.iterator.get_state()
+        """This process's shards' iterator states (JSON): ``{"shards": S, "states": {"s": state}}``."""
+        return {"shards": self.shards, "states": {str(s): self.iterators[s].get_state() for s in self.local_shards}}
 
     def set_state(self, state: dict) -> None:
-        self.iterator.set_state(state)
+        """Resume this process's shards from this process's ``get_state()``."""
+        if "shards" not in state:  # a bare Grain state (before data shards): one shard per process
+            state = {"shards": self.process_count, "states": {str(self.process_index): state}}
+        self._resume(state["shards"], state["states"])
+
+    def restore(self, states: list) -> None:
+        """Resume from the states of every process that wrote a checkpoint (``gather_json(get_state())``)
+        on this run's process count, which must divide the shard count: each shard continues exactly
+        where it stopped, so the batches are those the checkpoint's run would have read next."""
+        by_shard = shard_states(states)
+        self._resume(len(by_shard), by_shard)
+
+    def _resume(self, shards: int, by_shard: dict) -> None:
+        if self.cfg.shards is not None and self.cfg.shards != shards:
+            raise ValueError(f"data.shards={self.cfg.shards}, but the checkpoint's data state has {shards} "
+                             f"shards; drop the override or set data.shards={shards}")
+        if shards != self.shards:
+            self._set_layout(shards)
+        for s in self.local_shards:
+            if str(s) not in by_shard:
+                raise ValueError(f"the data state has no iterator state for shard {s} of {shards}")
+            self.iterators[s].set_state(by_shard[str(s)])
+        self.exhausted = set()
 
     def next_global(self, mesh) -> dict:
         return to_global_batch(next(self), mesh)
+
+
+def shard_states(states: list) -> dict[str, dict]:
+    """{"s": Grain state} over all shards from every process's ``get_state()``. A list of bare
+    Grain states (checkpoints written before data shards) is one shard per process."""
+    if not states or not all(isinstance(s, dict) for s in states):
+        raise ValueError("the checkpoint's data state is not a list of per-process states")
+    if all("shards" not in s for s in states):
+        return {str(i): s for i, s in enumerate(states)}
+    counts = {s.get("shards") for s in states}
+    if len(counts) != 1:
+        raise ValueError(f"the checkpoint's processes disagree on the number of data shards: {counts}")
+    out = {k: v for s in states for k, v in s["states"].items()}
+    shards = counts.pop()
+    if sorted(out, key=int) != [str(i) for i in range(shards)]:
+        raise ValueError(f"the checkpoint's data state holds shards {sorted(out, key=int)}, not 0..{shards - 1}")
+    return out
 
 
 def to_global_batch(host_batch: dict[str, np.ndarray], mesh) -> dict:

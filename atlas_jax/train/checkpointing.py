@@ -66,6 +66,21 @@ class TrainCheckpointer:
                              "move the folder away to start afresh")
         return None
 
+    def latest_data_shards(self) -> int | None:
+        """The number of data shards of the newest step whose data state reads (None: no checkpoint),
+        so a resumed run builds its pipeline in the layout it will restore."""
+        from atlas_jax.data.pipeline import shard_states
+
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                states = self.manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: ocp.args.JsonRestore()}))
+                return len(shard_states(states[DATA_ITEM]))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception:  # noqa: BLE001  a damaged step: restore_latest names it and falls back
+                continue
+        return None
+
     def _set_aside(self, steps: list[int]) -> list[str]:
         """Rename damaged step folders out of Orbax's way (the run saves those steps again), keeping
         them for inspection rather than deleting anything."""

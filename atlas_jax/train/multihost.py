@@ -49,3 +49,35 @@ def gather_json(obj) -> list:
     padded[:len(data)] = data
     everything = multihost_utils.process_allgather(padded)
     return [json.loads(bytes(row[:int(n)]).decode()) for row, n in zip(everything, lengths.reshape(-1))]
+
+
+class AgreedFlag:
+    """A per-process flag (SIGTERM received) made the same on every process, without a host barrier.
+
+    ``dispatch(flag)`` starts an all-reduce (max) of every process's flag on the devices and
+    returns at once; ``value(token)`` reads its result. The trainer dispatches one each step
+    and reads it a step later, when the device has long finished it, so every process sees
+    "some process was asked to stop" at the same step, and they all stop after the same step.
+    One int32 per device: the cost of a scalar collective, not of a stalled pipeline.
+    """
+
+    def __init__(self, mesh):
+        import jax.numpy as jnp
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        self.single = jax.process_count() == 1
+        if self.single:
+            return
+        self.sharding = NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))  # one element per device
+        self.local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+        self.reduce = jax.jit(lambda flags_D: jnp.max(flags_D), out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+    def dispatch(self, flag: bool):
+        if self.single:
+            return flag
+        flags_D = jax.make_array_from_process_local_data(self.sharding, np.full(self.local_devices, flag, np.int32))
+        return self.reduce(flags_D)
+
+    @staticmethod
+    def value(token) -> bool:
+        return bool(token) if isinstance(token, bool) else bool(np.asarray(jax.device_get(token)))

@@ -22,7 +22,7 @@ from atlas_jax.train.config import RunConfig, validate_for_devices
 from atlas_jax.train.flops import peak_flops, train_flops_per_token
 from atlas_jax.train.loss import head_capacity
 from atlas_jax.train.metrics import MetricsWriter
-from atlas_jax.train.multihost import gather_json
+from atlas_jax.train.multihost import AgreedFlag, gather_json
 from atlas_jax.train.optimizer import make_optimizer
 from atlas_jax.train.step import build_steps
 
@@ -101,7 +101,8 @@ def plan_run(cfg: RunConfig, data: TrainData) -> RunPlan:
 
 
 class _Preemption:
-    """SIGTERM sets a flag; the loop saves at the end of the current step and exits cleanly."""
+    """SIGTERM sets this process's flag. The loop agrees on it over all processes (AgreedFlag): a
+    signal reaching any one process makes every process save the same step and exit cleanly."""
 
     def __init__(self):
         self.requested = False
@@ -132,7 +133,12 @@ def train(cfg: RunConfig) -> TrainResult:
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
     model, hf_meta = build_model(cfg, mesh)
-    data = TrainData(cfg.data)
+    checkpointer = TrainCheckpointer(cfg.checkpoint_dir, model.cfg, keep=cfg.train.keep_checkpoints,
+                                     async_save=cfg.train.async_checkpointing, hf_dir=hf_meta,
+                                     tokenizer_dir=cfg.data.tokenizer)
+    # a resumed run keeps its checkpoint's data shards (on any process count dividing them), so the
+    # profile below and every batch after the restore are those of the run that wrote it
+    data = TrainData(cfg.data, shards=checkpointer.latest_data_shards())
     check_vocab(len(data.encoder.tokenizer), model.cfg.vocab_size, cfg)
     plan = plan_run(cfg, data)
     total_steps = plan.steps
@@ -140,13 +146,10 @@ def train(cfg: RunConfig) -> TrainResult:
     steps = build_steps(model, tx, schedule, mesh, cfg.optim.grad_accum_steps, cfg.train.loss_chunk_tokens,
                         plan.head_capacity)
     params, opt_state = steps.params, steps.opt_state
-    checkpointer = TrainCheckpointer(cfg.checkpoint_dir, model.cfg, keep=cfg.train.keep_checkpoints,
-                                     async_save=cfg.train.async_checkpointing, hf_dir=hf_meta,
-                                     tokenizer_dir=cfg.data.tokenizer)
     start, restored = 0, checkpointer.restore_latest(params, opt_state)
     if restored is not None:
         start, params, opt_state, data_states, _ = restored
-        data.set_state(data_states[jax.process_index()])
+        data.restore(data_states)
     writer = MetricsWriter(out_dir, total_steps, start, progress_bar=cfg.train.progress_bar)
     writer.message(f"data {', '.join(cfg.data.train_files)}: {data.read_report.summary()}")
     writer.message(plan.summary)
@@ -197,6 +200,7 @@ def train(cfg: RunConfig) -> TrainResult:
 
     status = "completed"
     step = start
+    agreed, stop_token = AgreedFlag(mesh), None
     with _Preemption() as preemption:
         for step in range(start, total_steps):
             fetch_start = time.perf_counter()
@@ -207,9 +211,12 @@ def train(cfg: RunConfig) -> TrainResult:
             if pending is not None:
                 check(pending, log=pending[0] % cfg.train.log_every == 0)
             pending = (done, metrics)
+            # a SIGTERM seen by any process before step `done - 1` was dispatched: all stop after `done`
+            stop = stop_token is not None and agreed.value(stop_token)
+            stop_token = agreed.dispatch(preemption.requested)
             writer.advance()
             last = done == total_steps
-            save = last or preemption.requested or (cfg.train.save_every and done % cfg.train.save_every == 0)
+            save = last or stop or (cfg.train.save_every and done % cfg.train.save_every == 0)
             if save or (evaluator and cfg.eval.every and done % cfg.eval.every == 0):
                 check(pending, log=done % cfg.train.log_every == 0 or last)
                 pending = None
@@ -220,9 +227,10 @@ def train(cfg: RunConfig) -> TrainResult:
             if save:
                 checkpointer.save(done, params, opt_state, gather_json(data.get_state()),
                                   {"step": done, "data": data.summary()})
-            if preemption.requested and not last:
+            if stop and not last:
                 status = "preempted"
-                writer.message(f"SIGTERM: saved step {done} to {checkpointer.directory}; "
+                who = "" if preemption.requested else " (the signal reached another process)"
+                writer.message(f"SIGTERM: saved step {done} to {checkpointer.directory}{who}; "
                                f"rerun the same command to resume")
                 break
         step = done
@@ -239,6 +247,7 @@ class _Evaluator:
     def __init__(self, cfg: RunConfig, steps, mesh):
         single = jax.process_count() == 1
         data_cfg = dataclasses.replace(cfg.data, train_files=tuple(cfg.eval.files), mask_file=None, shuffle=False,
+                                       shards=None,
                                        num_epochs=1 if single else None, seq_len=cfg.eval.seq_len or cfg.data.seq_len,
                                        encode=dataclasses.replace(cfg.data.encode, weight_mode="all",
                                                                   unmasked="error", max_length=None))
