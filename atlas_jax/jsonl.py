@@ -6,14 +6,16 @@ import json
 import os
 from typing import Any, Iterator
 
+from etils import epath
+
 
 def iter_jsonl(path: str | os.PathLike, what: str, error: type[Exception]) -> Iterator[tuple[str, Any]]:
     """Yield ("file:line", decoded object) for every non-blank line; ``what`` names the file kind
     in the not-found message, ``error`` is raised for a line that is not JSON."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -26,6 +26,8 @@ import json
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
+from etils import epath
+
 ROLE_ALIASES = {
     "conversations": {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                       "system": "system"},
@@ -185,8 +187,7 @@ def parse_record(obj: Any, where: str) -> Trajectory:
 def iter_raw(path: str) -> Iterator[tuple[str, Any]]:
     """Yield ("file:line" or "file:record N", decoded object or TrajectoryError) for every record."""
     name = os.fspath(path)
-    with open(name, encoding="utf-8") as f:
-        text = f.read()
+    text = epath.Path(name).read_text(encoding="utf-8")
     stripped = text.lstrip()
     if name.endswith(".json") or (stripped.startswith("[") and not name.endswith(".jsonl")):
         try:
@@ -244,7 +245,7 @@ def read_trajectories(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     for p in paths:
-        if not os.path.isfile(p):
+        if not epath.Path(p).is_file():
             raise FileNotFoundError(f"trajectory file not found: {p}")
 
     def records():
