@@ -6,8 +6,8 @@ all local devices (batch over data x fsdp), and writes scores JSONL (atlas_jax.s
 from __future__ import annotations
 
 import argparse
-import os
 
+from atlas_jax import paths
 from atlas_jax.selection.variants import VARIANTS
 
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("dtype", dtype), ("attention", args.attention)) if v}
     model = load_pretrained(args.model, mesh=mesh, **overrides)
     records, report = score_trajectories(trajectories, tokenizer, model, options, mesh)
-    scorer = {"model": os.path.abspath(args.model), "dtype": model.cfg.dtype, "variants": list(variants),
+    scorer = {"model": paths.describe(args.model), "dtype": model.cfg.dtype, "variants": list(variants),
               "seq_len": args.seq_len}
     written = write_scores(args.out, records, scorer)
     print(report.summary())
