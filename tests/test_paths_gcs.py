@@ -25,11 +25,44 @@ from tests.train.conftest import TINY_CPU, TINY_MODEL, base_overrides, trajector
 BUCKET = "atlas-test"
 
 
+def _serve_generations():
+    """Make the emulator's media downloads answer as GCS does: an ``x-goog-generation`` header
+    and 304 for ``ifGenerationNotMatch`` of the current generation. TensorStore conditions its
+    next write on the generation it read; without the header an OCDBT manifest rewrite can fail
+    with "Malformed StorageGeneration" (seen once in three runs of this module)."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.handlers import objects
+
+    original = getattr(objects.download, "original", objects.download)
+
+    def download(request, response, storage, *args, **kwargs):
+        try:
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+        except Exception:  # noqa: BLE001  (the original answers 404)
+            obj = None
+        if obj is not None:
+            if request.query.get("ifGenerationNotMatch", [None])[0] == obj["generation"]:
+                response.status = HTTPStatus.NOT_MODIFIED
+                return None
+            response["x-goog-generation"] = obj["generation"]
+        return original(request, response, storage, *args, **kwargs)
+
+    download.original = original
+    objects.download = download  # objects.get(alt=media) calls it by name
+    for _, handlers in server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler is original:
+                handlers[method] = download
+
+
 @pytest.fixture(scope="module")
 def gcs():
     """The emulator's bucket URL, with gcsfs and TensorStore pointed at it for this module."""
     from gcp_storage_emulator.server import Server
 
+    _serve_generations()
     server = Server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
     server.start()
     url = "http://127.0.0.1:%d" % server._api._httpd.server_address[1]

@@ -7,9 +7,9 @@ per episode: task, turns, reward, success, end reason, the conversation) and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
+
+from etils.epath import Path  # MODEL and --out may be gs:// URLs
 
 from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.registry import ENVS
@@ -136,10 +136,10 @@ def run(args: argparse.Namespace) -> int:
                          prefill_chunk=args.prefill_chunk)
     print(f"eval: model {args.model} ({cfg.model_type}, {cfg.num_layers} layers), mesh {dict(mesh.shape)}, "
           f"stop ids {stop_ids}, max_len {max_len}", file=sys.stderr)
-    os.makedirs(args.out, exist_ok=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     summaries = []
     for env_name in args.env:
-        out_path = os.path.join(args.out, f"{env_name}.jsonl")
+        out_path = str(Path(args.out) / f"{env_name}.jsonl")
         with tqdm(total=args.episodes, desc=f"eval {env_name}", unit="ep", file=sys.stderr,
                   disable=args.no_progress) as bar:
             def progress(episode, bar=bar):
@@ -160,5 +160,5 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f"generation: {stats.tokens} tokens in {stats.seconds:.1f} s ({stats.tokens_per_second:.1f} tokens/s, "
           f"compilation included; {stats.prefilled_tokens} of {stats.prompt_tokens} prompt tokens prefilled, "
-          f"the rest from the KV cache); summary in {os.path.join(args.out, 'summary.md')}")
+          f"the rest from the KV cache); summary in {Path(args.out) / 'summary.md'}")
     return 0

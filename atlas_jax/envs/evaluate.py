@@ -9,14 +9,16 @@ summary says how many ended each way.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
-import os
 from typing import Callable, Iterable, Sequence
 
+from atlas_jax import paths
 from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.agent_loop import END_REASONS, Episode, Policy, run_episodes
 from atlas_jax.envs.base import TextEnv
+from atlas_jax.outputs import atomic_write
 
 
 @dataclasses.dataclass
@@ -98,17 +100,13 @@ def evaluate(env_name: str, make_env: Callable[[], TextEnv], policy: Policy, *, 
     if not task_indices:
         raise ValueError(f"{env_name}: no task indices in split {split!r} after skipping {skip}")
     summary = EnvSummary(env_name, split, score_scale=score_scale, protocol=protocol, success_rule=success_rule)
-    sink = open(out_path, "w", encoding="utf-8") if out_path else None
-    try:
+    with paths.streamed_write(out_path) if out_path else contextlib.nullcontext() as sink:
         for episode in run_episodes(make_env, task_indices, policy, batch_size=batch_size, split=split,
                                     on_unparsable=on_unparsable, progress=progress):
             summary.add(episode)
             if sink is not None:  # written as episodes finish, so an interrupted run keeps what it did
                 sink.write(json.dumps(episode.record(), ensure_ascii=False) + "\n")
                 sink.flush()
-    finally:
-        if sink is not None:
-            sink.close()
     return summary
 
 
@@ -129,11 +127,10 @@ def summary_table(summaries: Iterable[EnvSummary]) -> str:
 
 def write_summary(out_dir: str, summaries: list[EnvSummary], extra: dict | None = None) -> str:
     """``summary.json`` and ``summary.md`` in ``out_dir``; returns the table."""
-    os.makedirs(out_dir, exist_ok=True)
     table = summary_table(summaries)
-    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
+    with atomic_write(paths.Path(out_dir) / "summary.json") as f:
         json.dump({"environments": [s.to_json() for s in summaries], **(extra or {})}, f, indent=2)
         f.write("\n")
-    with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
+    with atomic_write(paths.Path(out_dir) / "summary.md") as f:
         f.write(table + "\n")
     return table
