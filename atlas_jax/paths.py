@@ -39,6 +39,11 @@ def absolute(path: PathLike) -> epath.Path:
     return epath.Path(path) if is_remote(path) else epath.Path(os.path.abspath(os.fspath(path)))
 
 
+def join(*parts: PathLike) -> str:
+    """``os.path.join`` for local paths and URLs alike."""
+    return os.fspath(epath.Path(parts[0]).joinpath(*parts[1:]))
+
+
 def describe(path: PathLike) -> str:
     """A path as it goes into output metadata: absolute when local, the URL when remote."""
     return os.fspath(absolute(path))
