@@ -23,7 +23,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
-from atlas_jax import paths
+from atlas_jax.paths import absolute, local_copy
 from atlas_jax.convert import hf_params
 from atlas_jax.convert.safetensors_io import SafetensorsReader
 from atlas_jax.model import CausalLM, ModelConfig, abstract_model, model_from_arrays, state_shardings
@@ -87,7 +87,7 @@ def copy_files(src: str | epath.Path, dst: str | epath.Path, names: tuple[str, .
 
 
 def params_manager(ckpt_dir: str | epath.Path, **options: Any) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(paths.absolute(ckpt_dir), options=ocp.CheckpointManagerOptions(**options))
+    return ocp.CheckpointManager(absolute(ckpt_dir), options=ocp.CheckpointManagerOptions(**options))
 
 
 def save_params(ckpt_dir: str | epath.Path, model: CausalLM, step: int = 0) -> None:
@@ -149,7 +149,7 @@ def _restore_newest_good(manager: ocp.CheckpointManager, steps: list[int], targe
 def load_hf(hf_dir: str | epath.Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
     """A model from a Hugging Face directory (config.json + safetensors); no torch needed."""
     cfg = ModelConfig.from_hf_dir(hf_dir, **options)
-    reader = SafetensorsReader(paths.local_copy(hf_dir))  # memory-maps: a URL is downloaded first
+    reader = SafetensorsReader(local_copy(hf_dir))  # memory-maps: a URL is downloaded first
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param))]
     extra = hf_params.unexpected_hf_names(reader.names(), paths, cfg)
     if extra:
