@@ -88,7 +88,7 @@ def _forget_filesystems():
 
 @pytest.fixture(scope="module")
 def assets(gcs, tmp_path_factory):
-    """Tokenizer, model config and trajectories, in the bucket (and the tokenizer locally too)."""
+    """Tokenizer, model config and trajectories, all in the bucket."""
     from atlas_jax.data.tiny_tokenizer import build_tiny_tokenizer
 
     root = tmp_path_factory.mktemp("gcs_assets")
@@ -99,7 +99,7 @@ def assets(gcs, tmp_path_factory):
     (remote / "tiny_model.json").write_text(json.dumps(TINY_MODEL))
     (remote / "train.jsonl").write_text("".join(json.dumps(trajectory(i)) + "\n" for i in range(8)))
     return {"tokenizer": f"{remote}/tokenizer", "model_config": f"{remote}/tiny_model.json",
-            "train": f"{remote}/train.jsonl", "local_tokenizer": str(tokenizer)}
+            "train": f"{remote}/train.jsonl"}
 
 
 def _losses(metrics: epath.Path) -> dict[int, list[float]]:
@@ -131,7 +131,7 @@ def gcs_run(gcs, assets):
     return out, first, second
 
 
-def test_training_writes_to_the_bucket_and_resumes_from_it(gcs_run, tmp_path):
+def test_training_writes_to_the_bucket_and_resumes_from_it(gcs_run):
     out, first, second = gcs_run
     run = epath.Path(out)
     assert second.status == "completed" and sorted(second.losses) == [5, 6]  # resumed after step 4
