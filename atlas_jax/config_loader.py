@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import os
 import types
 import typing
-from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import yaml
+from etils import epath
 
 from atlas_jax.jsonl import decode_document
 
@@ -58,8 +59,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Iterator
 
+from etils import epath
+
 ON_ERROR = ("raise", "skip")
 
 
@@ -55,9 +57,9 @@ def skip_or_raise(err: Exception, on_error: str, report: ReadReport | None) -> N
 def check_input_file(path: str | os.PathLike, what: str) -> str:
     """The path as a string, or an OSError naming it when it is missing or a directory."""
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if epath.Path(path).is_dir():
         raise IsADirectoryError(f"{what} is a directory, expected a file: {path}")
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
 
@@ -90,7 +92,7 @@ def decode_document(raw: bytes, name: str, error: type[Exception]) -> str:
 def iter_json_lines(path: str, error: type[Exception]) -> Iterator[tuple[str, Any]]:
     """Yield ("file:line", decoded object, or an ``error`` instance for a line that is not UTF-8 or
     not JSON) for every non-blank line of an existing file; the caller raises or skips errors."""
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not JSON

@@ -4,16 +4,21 @@
 inside an input, creates the folder, and proves the folder writable, so a whole scoring pass
 is never lost to a missing or read-only folder at the end. ``atomic_write`` writes beside the
 target and renames into place, so an interrupted command leaves the old file (or none), never
-half of one. Paths go through etils.epath, which also understands ``gs://``.
+half of one. Paths go through etils.epath, which also understands ``gs://`` (atlas_jax/paths.py):
+GCS has no atomic rename, so there the file is written to a local temporary file and uploaded to
+its final name in one upload when complete; a GCS object appears whole or not at all.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from typing import IO, Iterable, Iterator
 
 from etils import epath
+
+from atlas_jax import paths
 
 PathLike = str | os.PathLike
 
@@ -61,6 +66,9 @@ def atomic_write(path: PathLike, mode: str = "w", keep_partial: PathLike | None 
     ``keep_partial``: where what was written so far goes when the block fails (finished work that
     is worth keeping, e.g. the expert episodes before a Ctrl-C); the target is never touched."""
     target = epath.Path(path)
+    if paths.is_remote(path):
+        yield from _remote_atomic_write(target, mode, keep_partial)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     try:
@@ -76,3 +84,20 @@ def atomic_write(path: PathLike, mode: str = "w", keep_partial: PathLike | None 
         if isinstance(e, OSError) and e.filename is None and e.errno:  # a full disk names no file: name it
             raise OSError(e.errno, e.strerror, os.fspath(path)) from e
         raise
+
+
+def _remote_atomic_write(target: epath.Path, mode: str, keep_partial: PathLike | None) -> Iterator[IO]:
+    """No atomic rename on GCS: write a local temporary file, then upload it to the final name."""
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.tmp-")
+    os.close(fd)
+    try:
+        with open(temp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        paths.upload(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if keep_partial is not None:
+                paths.upload(temp, keep_partial)
+        raise
+    finally:
+        os.unlink(temp)

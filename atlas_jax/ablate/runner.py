@@ -20,6 +20,7 @@ import os
 import time
 from typing import Sequence
 
+from atlas_jax import paths
 from atlas_jax.ablate import stages
 from atlas_jax.ablate.config import AblationConfig, as_dict, check_rows, config_diff
 
@@ -38,10 +39,10 @@ def fingerprint(cfg: AblationConfig) -> dict:
 
 def check_resume(cfg: AblationConfig) -> None:
     """First run: save the config. Later runs: refuse if anything that shapes a result changed."""
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    path = os.path.join(cfg.output_dir, CONFIG_FILE)
+    paths.Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    path = paths.join(cfg.output_dir, CONFIG_FILE)
     new = fingerprint(cfg)
-    if not os.path.exists(path):
+    if not paths.Path(path).exists():
         stages.write_json(path, new)
         return
     import json
@@ -65,11 +66,11 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def row_dir(cfg: AblationConfig, row: str, seed: int) -> str:
-    return os.path.join(cfg.output_dir, "rows", row, f"seed_{seed}")
+    return paths.join(cfg.output_dir, "rows", row, f"seed_{seed}")
 
 
 def is_done(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, DONE))
+    return paths.Path(directory, DONE).is_file()
 
 
 class Ablation:
@@ -83,7 +84,7 @@ class Ablation:
         stages.check_eval(cfg.eval)  # before any training
         stages.check_train_configs(cfg)
         check_resume(cfg)
-        enable_compilation_cache(os.path.join(cfg.output_dir, "jax-cache"))
+        enable_compilation_cache(paths.join(cfg.output_dir, "jax-cache"))
         self.base_model = self.base_stage()
         self.tokenizer = stages.tokenizer_dir(cfg, self.base_model)  # (`trained`: built by the base stage)
         self.files = stages.stage_files(cfg, cfg.finetune)
@@ -98,17 +99,17 @@ class Ablation:
         cfg = self.cfg
         if cfg.base.model is not None:
             return cfg.base.model
-        out = os.path.join(cfg.output_dir, "base")
+        out = paths.join(cfg.output_dir, "base")
         files = stages.stage_files(cfg, cfg.base)
         tokenizer = stages.tokenizer_dir(cfg, None, files)
         if not is_done(out):
             run_cfg, budget = stages.run_config(cfg, cfg.base, output_dir=out, files=files, tokenizer=tokenizer,
                                                 mask=None, init_from=None, seed=cfg.seeds[0])
             cost = stages.train_stage(run_cfg, budget)
-            stages.write_json(os.path.join(out, DONE), {"stage": "base", "files": files, "cost": cost})
+            stages.write_json(paths.join(out, DONE), {"stage": "base", "files": files, "cost": cost})
         else:
             print(f"ablate: base stage already done ({out})", flush=True)
-        return stages.read_json(os.path.join(out, DONE))["cost"]["checkpoint"]
+        return stages.read_json(paths.join(out, DONE))["cost"]["checkpoint"]
 
     def scores(self) -> str:
         if self._scores is None:
@@ -117,8 +118,8 @@ class Ablation:
 
     def mask(self, row: str, seed: int) -> str:
         cfg = self.cfg
-        out = os.path.join(row_dir(cfg, row, seed), "mask.jsonl")
-        if os.path.exists(out):
+        out = paths.join(row_dir(cfg, row, seed), "mask.jsonl")
+        if paths.Path(out).exists():
             return out
         if row == "all":
             return stages.select(cfg, "all", self.files, out, seed)
@@ -141,9 +142,9 @@ class Ablation:
             return
         print(f"ablate: row {row} seed {seed}", flush=True)
         mask = self.mask(row, seed)
-        cost_file = os.path.join(out, "train_cost.json")  # a kill during eval does not redo (or re-time) training
-        if not os.path.exists(cost_file):
-            run_cfg, budget = stages.run_config(cfg, cfg.finetune, output_dir=os.path.join(out, "train"),
+        cost_file = paths.join(out, "train_cost.json")  # a kill during eval does not redo (or re-time) training
+        if not paths.Path(cost_file).exists():
+            run_cfg, budget = stages.run_config(cfg, cfg.finetune, output_dir=paths.join(out, "train"),
                                                 files=self.files, tokenizer=self.tokenizer, mask=mask,
                                                 init_from=self.base_model, seed=seed)
             stages.write_json(cost_file, stages.train_stage(run_cfg, budget))
@@ -152,10 +153,10 @@ class Ablation:
         episodes = {}
         for env in cfg.eval.envs:
             path = stages.evaluate(cost["checkpoint"], self.tokenizer, env, cfg.eval, seed,
-                                   os.path.join(out, "eval", env.label))
-            episodes[env.label] = os.path.relpath(path, out)
+                                   paths.join(out, "eval", env.label))
+            episodes[env.label] = os.fspath(paths.Path(path).relative_to(out))
         cost["eval_seconds"] = round(time.perf_counter() - start, 2)
-        stages.write_json(os.path.join(out, DONE), {"row": row, "seed": seed, "mask": "mask.jsonl",
+        stages.write_json(paths.join(out, DONE), {"row": row, "seed": seed, "mask": "mask.jsonl",
                                                     "mask_stats": mask_stats(mask, self.files), "cost": cost,
                                                     "episodes": episodes})
         print(f"ablate: row {row} seed {seed} done ({cost['train_seconds']:.0f} s train, "

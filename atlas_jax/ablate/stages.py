@@ -13,10 +13,12 @@ import importlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from typing import Sequence
 
 from atlas_jax.ablate.config import AblationConfig, EvalEnv, EvalSection, Stage
+from atlas_jax import paths
 from atlas_jax.outputs import atomic_write
 
 
@@ -59,12 +61,14 @@ def write_json(path: str, value) -> None:
 
 
 def read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(paths.Path(path).read_text(encoding="utf-8"))
 
 
 def produce(path: str, make) -> str:
-    """``make(tmp_path)`` unless ``path`` exists; then rename tmp -> path (atomic)."""
+    """``make(tmp_path)`` unless ``path`` exists; then rename tmp -> path (atomic). A URL has no
+    atomic rename: made in a local folder, uploaded, then marked done by ``PATH.complete``."""
+    if paths.is_remote(path):
+        return _produce_remote(path, make)
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -78,20 +82,42 @@ def produce(path: str, make) -> str:
     return path
 
 
+def _produce_remote(path: str, make) -> str:
+    marker = paths.Path(f"{path}.complete")
+    if marker.exists():
+        return path
+    local = os.path.join(tempfile.mkdtemp(prefix="atlas-jax-produce-"), "made")
+    try:
+        make(local)
+        target = paths.Path(path)
+        if target.exists():  # an upload cut short by a kill
+            target.rmtree() if target.is_dir() else target.unlink()
+        if os.path.isdir(local):
+            for root, _, names in os.walk(local):
+                for name in names:
+                    file = os.path.join(root, name)
+                    paths.upload(file, paths.join(path, os.path.relpath(file, local)))
+        else:
+            paths.upload(local, path)
+        marker.write_text("")
+    finally:
+        shutil.rmtree(os.path.dirname(local), ignore_errors=True)
+    return path
+
+
 # -- data ----------------------------------------------------------------------------------
 def tokenizer_dir(cfg: AblationConfig, base_model: str | None, base_files: Sequence[str] = ()) -> str:
     """The tokenizer every stage uses; ``base_files``: the base stage's trajectories (`trained`)."""
     from atlas_jax.data.tiny_tokenizer import build_tiny_tokenizer
-    out = os.path.join(cfg.output_dir, "tokenizer")
+    out = paths.join(cfg.output_dir, "tokenizer")
     if cfg.tokenizer == "tiny":
         return produce(out, lambda tmp: build_tiny_tokenizer(tmp))
     if cfg.tokenizer == "trained":
-        if os.path.exists(out):
-            return out
-        if not base_files:
-            raise ValueError("tokenizer: `trained` needs the base stage's trajectory files")
-        return produce(out, lambda tmp: build_tiny_tokenizer(tmp, vocab_size=cfg.tokenizer_vocab_size,
-                                                             corpus=_message_texts(base_files)))
+        def train_tokenizer(tmp):
+            if not base_files:
+                raise ValueError("tokenizer: `trained` needs the base stage's trajectory files")
+            build_tiny_tokenizer(tmp, vocab_size=cfg.tokenizer_vocab_size, corpus=_message_texts(base_files))
+        return produce(out, train_tokenizer)
     if cfg.tokenizer:
         return cfg.tokenizer
     from atlas_jax.convert.checkpoint import default_tokenizer_dir  # config check: base.model is set
@@ -108,11 +134,11 @@ def _message_texts(files: Sequence[str]) -> list[str]:
 def stage_files(cfg: AblationConfig, stage: Stage) -> list[str]:
     """The stage's trajectory files: its listed files, then its expert sets (generated once)."""
     for f in stage.data.files:
-        if not os.path.isfile(f):
+        if not paths.Path(f).is_file():
             raise FileNotFoundError(f"data file {f} does not exist")
     files = list(stage.data.files)
     for source in stage.data.experts:
-        path = os.path.join(cfg.output_dir, "data", f"{source.name}.jsonl")
+        path = paths.join(cfg.output_dir, "data", f"{source.name}.jsonl")
         argv = ["--env", source.env, "--episodes", source.episodes, "--split", source.split, "--skip", source.skip,
                 "--no-progress"] + (["--max-steps", source.max_steps] if source.max_steps else []) + family_argv(source)
         files.append(produce(path, lambda tmp: run_command("experts", argv + ["--out", tmp])))
@@ -196,7 +222,7 @@ def score(cfg: AblationConfig, model: str, tokenizer: str, files: list[str]) -> 
     argv = ["--model", model, "--tokenizer", tokenizer, "--data", *files, "--seq-len", s.score_seq_len,
             "--batch-size", s.score_batch_size, "--variants", s.score_variants]
     argv += ["--dtype", s.score_dtype] if s.score_dtype else []
-    path = os.path.join(cfg.output_dir, "scores.jsonl")
+    path = paths.join(cfg.output_dir, "scores.jsonl")
     return produce(path, lambda tmp: run_command("score", argv + ["--out", tmp]))
 
 
@@ -209,7 +235,7 @@ def select(cfg: AblationConfig, selector: str, files: list[str], out: str, seed:
     if selector == "score" and s.combine:
         argv += ["--combine", s.combine]
     if selector == "oracle":
-        cache = os.path.join(cfg.output_dir, "oracle-cache")
+        cache = paths.join(cfg.output_dir, "oracle-cache")
         argv += ["--oracle-url", s.oracle_url, "--oracle-model", s.oracle_model, "--oracle-cache", cache]
     return produce(out, lambda tmp: run_command("select", argv + ["--out", tmp]))
 
@@ -250,7 +276,8 @@ def check_eval(section: EvalSection) -> None:
 def evaluate(model: str, tokenizer: str, env: EvalEnv, section: EvalSection, seed: int, out_dir: str) -> str:
     """Episodes of one environment -> ``out_dir/<env>.jsonl`` (one line per episode); returns its path."""
     run_command("eval", eval_argv(model, tokenizer, env, section, seed, out_dir))
-    path = os.path.join(out_dir, f"{env.env}.jsonl")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"atlas-jax eval wrote no {path} (found: {sorted(os.listdir(out_dir))})")
+    path = paths.join(out_dir, f"{env.env}.jsonl")
+    if not paths.Path(path).is_file():
+        found = sorted(p.name for p in paths.Path(out_dir).iterdir())
+        raise FileNotFoundError(f"atlas-jax eval wrote no {path} (found: {found})")
     return path

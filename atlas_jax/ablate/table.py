@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
+
+from atlas_jax import paths
 from atlas_jax.ablate import stages
 from atlas_jax.ablate.config import AblationConfig
 from atlas_jax.ablate.runner import DONE, row_dir
+from atlas_jax.outputs import atomic_write
 
 Z95 = 1.959963984540054  # standard normal 97.5% quantile
 INTERVAL = "Wilson score 95% interval over the pooled episodes of all seeds"
@@ -36,7 +38,7 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
 def read_episodes(path: str) -> tuple[int, int]:
     """(successes, episodes) of one eval file."""
     successes = episodes = 0
-    with open(path, encoding="utf-8") as f:
+    with paths.Path(path).open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -60,8 +62,8 @@ def row_summary(cfg: AblationConfig, row: str) -> dict | None:
     done = {}
     for seed in cfg.seeds:
         directory = row_dir(cfg, row, seed)
-        if os.path.isfile(os.path.join(directory, DONE)):
-            done[seed] = (directory, stages.read_json(os.path.join(directory, DONE)))
+        if paths.Path(directory, DONE).is_file():
+            done[seed] = (directory, stages.read_json(paths.join(directory, DONE)))
     if not done:
         return None
     cells = {}
@@ -69,7 +71,7 @@ def row_summary(cfg: AblationConfig, row: str) -> dict | None:
         k = n = 0
         per_seed = {}
         for seed, (directory, marker) in done.items():
-            ks, ns = read_episodes(os.path.join(directory, marker["episodes"][env.label]))
+            ks, ns = read_episodes(paths.join(directory, marker["episodes"][env.label]))
             k, n = k + ks, n + ns
             per_seed[str(seed)] = ks / ns if ns else 0.0
         low, high = wilson(k, n)
@@ -137,10 +139,9 @@ def plot(cfg: AblationConfig, rows: list[dict], path: str) -> bool:
     ax.set_title(f"ablation at ratio {cfg.ratio} (95% Wilson intervals, seeds pooled)")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = f"{path}.partial"
-    fig.savefig(tmp, format="png", dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 
@@ -154,12 +155,10 @@ def write_table(cfg: AblationConfig) -> dict:
              "envs": [{"label": e.label, "env": e.env, "group": cfg.eval.group_of(e.label), "split": e.split,
                        "episodes": e.episodes} for e in cfg.eval.envs],
              "rows": summaries}
-    stages.write_json(os.path.join(cfg.output_dir, "table.json"), table)
+    stages.write_json(paths.join(cfg.output_dir, "table.json"), table)
     text = markdown(cfg, summaries)
-    tmp = os.path.join(cfg.output_dir, "table.md.partial")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(paths.join(cfg.output_dir, "table.md")) as f:
         f.write(text)
-    os.replace(tmp, os.path.join(cfg.output_dir, "table.md"))
-    plotted = plot(cfg, summaries, os.path.join(cfg.output_dir, "table.png")) if summaries else False
+    plotted = plot(cfg, summaries, paths.join(cfg.output_dir, "table.png")) if summaries else False
     print(text + f"wrote {cfg.output_dir}/table.md, table.json{', table.png' if plotted else ''}", flush=True)
     return table

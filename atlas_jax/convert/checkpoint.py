@@ -14,16 +14,16 @@ checkpoint and a training checkpoint are read the same way.
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
+from atlas_jax.paths import absolute, local_copy
 from atlas_jax.convert import hf_params
 from atlas_jax.convert.safetensors_io import SafetensorsReader
 from atlas_jax.model import CausalLM, ModelConfig, abstract_model, model_from_arrays, state_shardings
@@ -38,36 +38,36 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
 
 
-def is_checkpoint_dir(path: str | Path) -> bool:
-    return (Path(path) / MODEL_CONFIG_FILE).is_file()
+def is_checkpoint_dir(path: str | epath.Path) -> bool:
+    return (epath.Path(path) / MODEL_CONFIG_FILE).is_file()
 
 
-def is_hf_dir(path: str | Path) -> bool:
-    return (Path(path) / "config.json").is_file()
+def is_hf_dir(path: str | epath.Path) -> bool:
+    return (epath.Path(path) / "config.json").is_file()
 
 
-def default_tokenizer_dir(model_dir: str | Path) -> Path:
+def default_tokenizer_dir(model_dir: str | epath.Path) -> epath.Path:
     """The tokenizer that travels with MODEL: ``CKPT/tokenizer`` of an atlas-jax checkpoint, or
     the Hugging Face directory itself."""
-    for candidate in (Path(model_dir) / TOKENIZER_DIR, Path(model_dir)):
+    for candidate in (epath.Path(model_dir) / TOKENIZER_DIR, epath.Path(model_dir)):
         if (candidate / "tokenizer_config.json").is_file():
             return candidate
     raise FileNotFoundError(f"no tokenizer in {model_dir} (or its {TOKENIZER_DIR}/ folder); pass --tokenizer")
 
 
-def read_model_config(ckpt_dir: str | Path, **options: Any) -> ModelConfig:
-    path = Path(ckpt_dir) / MODEL_CONFIG_FILE
+def read_model_config(ckpt_dir: str | epath.Path, **options: Any) -> ModelConfig:
+    path = epath.Path(ckpt_dir) / MODEL_CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt_dir}: not an atlas-jax checkpoint (no {MODEL_CONFIG_FILE})")
     return ModelConfig.from_json(path.read_text(), source=str(path), **options)
 
 
-def write_model_metadata(ckpt_dir: str | Path, cfg: ModelConfig, hf_dir: str | Path | None = None,
-                         tokenizer_dir: str | Path | None = None) -> None:
+def write_model_metadata(ckpt_dir: str | epath.Path, cfg: ModelConfig, hf_dir: str | epath.Path | None = None,
+                         tokenizer_dir: str | epath.Path | None = None) -> None:
     """Config, HF source metadata and tokenizer beside the Orbax steps (first process only)."""
     if jax.process_index() != 0:
         return
-    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir = epath.Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / MODEL_CONFIG_FILE).write_text(cfg.to_json() + "\n")
     if hf_dir is not None:
@@ -76,21 +76,21 @@ def write_model_metadata(ckpt_dir: str | Path, cfg: ModelConfig, hf_dir: str | P
         copy_files(tokenizer_dir, ckpt_dir / TOKENIZER_DIR, TOKENIZER_FILES)
 
 
-def copy_files(src: str | Path, dst: str | Path, names: tuple[str, ...]) -> list[str]:
-    src, dst = Path(src), Path(dst)
+def copy_files(src: str | epath.Path, dst: str | epath.Path, names: tuple[str, ...]) -> list[str]:
+    src, dst = epath.Path(src), epath.Path(dst)
     present = [n for n in names if (src / n).is_file()]
     if present:
         dst.mkdir(parents=True, exist_ok=True)
     for name in present:
-        shutil.copyfile(src / name, dst / name)
+        (src / name).copy(dst / name, overwrite=True)
     return present
 
 
-def params_manager(ckpt_dir: str | Path, **options: Any) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(Path(ckpt_dir).absolute(), options=ocp.CheckpointManagerOptions(**options))
+def params_manager(ckpt_dir: str | epath.Path, **options: Any) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(absolute(ckpt_dir), options=ocp.CheckpointManagerOptions(**options))
 
 
-def save_params(ckpt_dir: str | Path, model: CausalLM, step: int = 0) -> None:
+def save_params(ckpt_dir: str | epath.Path, model: CausalLM, step: int = 0) -> None:
     """Save the model's parameters as step ``step`` (item ``params``)."""
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with params_manager(ckpt_dir) as manager:
@@ -98,7 +98,7 @@ def save_params(ckpt_dir: str | Path, model: CausalLM, step: int = 0) -> None:
         manager.wait_until_finished()
 
 
-def restore_model(ckpt_dir: str | Path, step: int | None = None, mesh: Mesh | None = None,
+def restore_model(ckpt_dir: str | epath.Path, step: int | None = None, mesh: Mesh | None = None,
                   **options: Any) -> CausalLM:
     """The model saved in an atlas-jax checkpoint; ``options`` override run-time config fields."""
     cfg = read_model_config(ckpt_dir, **options)
@@ -146,10 +146,10 @@ def _restore_newest_good(manager: ocp.CheckpointManager, steps: list[int], targe
     raise ValueError(f"{ckpt_dir}: no restorable checkpoint step ({'; '.join(failures)})")
 
 
-def load_hf(hf_dir: str | Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
+def load_hf(hf_dir: str | epath.Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
     """A model from a Hugging Face directory (config.json + safetensors); no torch needed."""
     cfg = ModelConfig.from_hf_dir(hf_dir, **options)
-    reader = SafetensorsReader(hf_dir)
+    reader = SafetensorsReader(local_copy(hf_dir))  # memory-maps: a URL is downloaded first
     paths = [path for path, _ in nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param))]
     extra = hf_params.unexpected_hf_names(reader.names(), paths, cfg)
     if extra:
@@ -162,19 +162,19 @@ def load_hf(hf_dir: str | Path, mesh: Mesh | None = None, **options: Any) -> Cau
     return model_from_arrays(cfg, load, mesh)
 
 
-def load_pretrained(path: str | Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
+def load_pretrained(path: str | epath.Path, mesh: Mesh | None = None, **options: Any) -> CausalLM:
     """MODEL arguments: an atlas-jax checkpoint directory or a Hugging Face model directory."""
     if is_checkpoint_dir(path):
         return restore_model(path, mesh=mesh, **options)
     if is_hf_dir(path):
         return load_hf(path, mesh=mesh, **options)
-    if not Path(path).exists():
+    if not epath.Path(path).exists():
         raise FileNotFoundError(f"{path}: no such model directory")
     raise FileNotFoundError(f"{path}: neither an atlas-jax checkpoint ({MODEL_CONFIG_FILE}) "
                             f"nor a Hugging Face model directory (config.json)")
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: epath.Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -3,11 +3,11 @@ generation_config.json and tokenizer files, loadable by ``transformers`` as is."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import ml_dtypes
 import numpy as np
+from etils.epath import Path
 from flax import nnx
 
 from atlas_jax.convert import hf_params

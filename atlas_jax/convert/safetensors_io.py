@@ -3,7 +3,9 @@
 The format is an 8-byte little-endian header length, a JSON header mapping tensor names to
 dtype / shape / byte offsets, then the raw little-endian data. Reading validates every
 header against the file size first, so a truncated download fails with the file's name
-before any tensor is used.
+before any tensor is used. Local files only (tensors are memory-mapped): a gs:// model is
+downloaded first (``paths.local_copy`` in load_hf) and exports are written into atomic_dir's
+local folder, then uploaded.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from atlas_jax import paths
 from atlas_jax.data.length import LengthStats, char_budget, cut_messages, fit_length, max_token_chars
 from atlas_jax.data.mask import WEIGHT_MODES, MaskEntry, step_weights
 from atlas_jax.data.sequences import sequence_features
@@ -67,9 +68,9 @@ class EncodeReport:
 def load_tokenizer(tokenizer_or_path: Any) -> Any:
     if isinstance(tokenizer_or_path, (str, os.PathLike)):
         from transformers import AutoTokenizer
-        if not os.path.isdir(tokenizer_or_path):
+        if not paths.Path(tokenizer_or_path).is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {tokenizer_or_path}")
-        return AutoTokenizer.from_pretrained(os.fspath(tokenizer_or_path))
+        return AutoTokenizer.from_pretrained(paths.local_copy(tokenizer_or_path))  # reads local files only
     return tokenizer_or_path
 
 

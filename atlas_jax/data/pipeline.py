@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from typing import Any, Sequence
 
 import numpy as np
+from etils import epath
 
 from atlas_jax.data.encode import EncodeOptions, TrajectoryEncoder, load_tokenizer
 from atlas_jax.data.mask import check_mask_against, read_mask
@@ -79,7 +79,7 @@ class _Records:
     def __init__(self, cfg: DataConfig):
         files = list(cfg.train_files)
         for f in files:
-            if os.path.isdir(f) and not (len(files) == 1 and is_tfds_dir(f)):
+            if epath.Path(f).is_dir() and not (len(files) == 1 and is_tfds_dir(f)):
                 raise FileNotFoundError(f"data.train_files: {f} is a directory but not one prepared TFDS dataset "
                                         "(expected .../atlas_trajectories/1.0.0 with dataset_info.json)")
         if len(files) == 1 and is_tfds_dir(files[0]):

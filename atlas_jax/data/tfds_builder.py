@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Mapping, Sequence
+
+from etils import epath
 
 from atlas_jax.data.trajectory import ReadReport, Trajectory, parse_record, read_trajectories
 
@@ -74,16 +75,16 @@ def build_array_record(files: Sequence[str] | Mapping[str, Sequence[str]], data_
     splits = dict(files) if isinstance(files, Mapping) else {"train": list(files)}
     builder = builder_class()(splits=splits, on_error=on_error, data_dir=os.fspath(data_dir),
                               file_format="array_record")
-    if os.path.exists(builder.data_dir):  # TFDS would silently reuse a stale dataset built from other files
+    if epath.Path(builder.data_dir).exists():  # TFDS would silently reuse a stale dataset built from other files
         if not overwrite:
             raise FileExistsError(f"{builder.data_dir} already exists; pass overwrite=True to rebuild it")
-        shutil.rmtree(builder.data_dir)
+        epath.Path(builder.data_dir).rmtree()
     builder.download_and_prepare()
     return os.fspath(builder.data_dir), builder.read_reports
 
 
 def is_tfds_dir(path: str | os.PathLike) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "dataset_info.json"))
+    return epath.Path(path).is_dir() and (epath.Path(path) / "dataset_info.json").is_file()
 
 
 def open_array_record(dataset_dir: str | os.PathLike, split: str = "train"):

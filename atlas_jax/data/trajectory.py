@@ -25,6 +25,8 @@ import json
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
+from etils import epath
+
 from atlas_jax.jsonl import (ReadReport, check_input_file, check_on_error, decode_document, iter_json_lines,
                              skip_or_raise)
 
@@ -174,7 +176,7 @@ def _is_json_document(name: str) -> bool:
     """.json, or (not .jsonl) a file whose first non-blank byte opens a list."""
     if name.endswith(".json") or name.endswith(".jsonl"):
         return name.endswith(".json")
-    with open(name, "rb") as f:
+    with epath.Path(name).open("rb") as f:
         while chunk := f.read(4096):
             head = chunk.removeprefix(b"\xef\xbb\xbf").lstrip()
             if head:
@@ -190,8 +192,7 @@ def iter_raw(path: str) -> Iterator[tuple[str, Any]]:
     if not _is_json_document(name):
         yield from iter_json_lines(name, TrajectoryError)
         return
-    with open(name, "rb") as f:
-        raw = f.read()
+    raw = epath.Path(name).read_bytes()
     try:
         text = decode_document(raw, name, TrajectoryError)
     except TrajectoryError as e:

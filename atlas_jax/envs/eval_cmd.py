@@ -13,7 +13,8 @@ import contextlib
 import dataclasses
 import os
 import sys
-from pathlib import Path
+
+from etils.epath import Path  # MODEL and --out may be gs:// URLs
 
 from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.base import TaskFamilies, add_family_arguments
@@ -165,9 +166,10 @@ def run(args: argparse.Namespace) -> int:
                    "server": args.server, "max_len": max_len, "max_new_tokens": args.max_new_tokens,
                    "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                    "max_steps": args.max_steps, "on_unparsable": on_unparsable}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     summaries = []
     for env_name in args.env:
-        out_path = os.path.join(args.out, f"{env_name}.jsonl")
+        out_path = str(Path(args.out) / f"{env_name}.jsonl")
         with tqdm(total=args.episodes, desc=f"eval {env_name}", unit="ep", file=sys.stderr,
                   disable=args.no_progress) as bar:
             def progress(episode, bar=bar):
@@ -194,5 +196,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"generation: {tokens} tokens in {seconds:.1f} s ({generation['tokens_per_second']:.1f} tokens/s, "
           f"compilation included{', over ' + str(count) + ' processes' if count > 1 else ''}; "
           f"{generation['prefilled_tokens']} of {generation['prompt_tokens']} prompt tokens prefilled, "
-          f"the rest from the KV cache); summary in {os.path.join(args.out, 'summary.md')}")
+          f"the rest from the KV cache); summary in {Path(args.out) / 'summary.md'}")
     return 0

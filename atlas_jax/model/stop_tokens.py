@@ -8,8 +8,9 @@ for Qwen, ``</s>`` for Mistral), so a template need not be known by name.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterable
+
+from etils.epath import Path
 
 _SENTINEL = "SENTINEL-4f1d"
 

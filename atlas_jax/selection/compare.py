@@ -12,13 +12,15 @@ import dataclasses
 import json
 import os
 
+from etils import epath
+
 from atlas_jax.data.mask import MaskEntry, MaskError, read_mask
 
 
 def read_criteria(path: str | os.PathLike) -> dict[str, dict[int, str | None]]:
     """{item_id: {step: criterion}} for the lines that carry ``criteria`` (after read_mask validated them)."""
     out = {}
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

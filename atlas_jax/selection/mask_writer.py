@@ -12,6 +12,7 @@ import os
 from typing import Iterable
 
 from atlas_jax.data.mask import parse_mask_entry
+from atlas_jax.outputs import atomic_write
 from atlas_jax.selection.selectors import Selection
 
 
@@ -27,15 +28,13 @@ def mask_record(sel: Selection, selector: dict) -> dict:
 
 
 def write_mask(path: str | os.PathLike, selections: Iterable[Selection], selector: dict) -> int:
-    """Write one line per selection atomically (temp file + rename); returns the number written."""
+    """Write one line per selection atomically (outputs.atomic_write, gs:// too); returns the number written."""
     path = os.fspath(path)
     lines = []
     for n, sel in enumerate(selections, start=1):
         rec = mask_record(sel, selector)
         parse_mask_entry(rec, f"{path}:{n}")  # what training will read
         lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.writelines(lines)
-    os.replace(tmp, path)
     return len(lines)

@@ -15,6 +15,8 @@ import json
 import os
 
 from atlas_jax.model.config import ATTENTION_IMPLS
+
+from atlas_jax import paths
 from atlas_jax.selection.variants import VARIANTS
 
 

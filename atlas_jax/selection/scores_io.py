@@ -17,6 +17,7 @@ import os
 from typing import Iterable
 
 from atlas_jax.jsonl import ReadReport, iter_jsonl, skip_or_raise
+from atlas_jax.outputs import atomic_write
 
 STEP_FIELDS = ("index", "tokens", "nll_sum", "nll_mean", "entropy_mean", "nll_mean_prompt_only", "ifd",
                "nll_mean_no_obs", "obs_dependence", "truncated")
@@ -29,11 +30,9 @@ class ScoresError(ValueError):
 
 
 def write_scores(path: str | os.PathLike, records: Iterable[dict], scorer: dict | None = None) -> int:
-    """Write records atomically (temp file + rename); returns the number written."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
+    """Write records atomically (outputs.atomic_write, gs:// too); returns the number written."""
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         for rec in records:
             out = {"item_id": rec["item_id"], "num_steps": rec["num_steps"]}
             if scorer:
@@ -41,7 +40,6 @@ def write_scores(path: str | os.PathLike, records: Iterable[dict], scorer: dict 
             out["steps"] = rec["steps"]
             f.write(json.dumps(out, allow_nan=False) + "\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 

@@ -10,9 +10,9 @@ sending, writes no mask and exits 1; the answers so far stay cached for the reru
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from atlas_jax import paths
 from atlas_jax.selection.oracle import OracleOptions
 from atlas_jax.selection.oracle_client import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from atlas_jax.selection.selectors import DEFAULT_COMBINE, SELECTORS
@@ -93,7 +93,7 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
         if missing:
             raise ValueError(f"{args.mask}: no entry for item_id {missing[0]!r} ({len(missing)} trajectories lack one)")
         sels = [S.select_noncritical(t, args.ratio, args.seed, reference[t.item_id]) for t in trajectories]
-        return sels, {**meta, "seed": args.seed, "reference_mask": os.path.abspath(args.mask)}, 0
+        return sels, {**meta, "seed": args.seed, "reference_mask": paths.describe(args.mask)}, 0
     if args.selector in ("perplexity", "score"):
         model = next((r.get("scorer", {}).get("model") for r in scores.values()), None)
         if args.selector == "perplexity":
@@ -115,7 +115,7 @@ def _select(args, trajectories, scores) -> tuple[list, dict, int]:
                         connect_timeout=args.oracle_connect_timeout, max_tokens=args.oracle_max_tokens)
     if not client.has_key:
         print("oracle: no API key in ATLAS_ORACLE_API_KEY or OPENAI_API_KEY; sending no Authorization header")
-    cache = args.oracle_cache or os.path.join(os.path.dirname(os.path.abspath(args.out)), "oracle-cache")
+    cache = args.oracle_cache or str(paths.absolute(args.out).parent / "oracle-cache")
     options = OracleOptions(concurrency=args.oracle_concurrency, max_retries=args.oracle_retries,
                             backoff_s=args.oracle_backoff, max_auth_failures=args.oracle_max_auth_failures,
                             max_server_failures=args.oracle_max_server_failures, cache_dir=cache,

@@ -6,15 +6,14 @@ atlas_jax/convert/checkpoint.py): `atlas-jax export --checkpoint OUTPUT_DIR/chec
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from atlas_jax import paths
 from atlas_jax.convert.checkpoint import PARAMS_ITEM, write_model_metadata
 from atlas_jax.model import ModelConfig
 
@@ -22,9 +21,9 @@ OPT_ITEM, DATA_ITEM, META_ITEM = "opt_state", "data_iter", "meta"
 
 
 class TrainCheckpointer:
-    def __init__(self, directory: str | Path, model_cfg: ModelConfig, *, keep: int, async_save: bool,
-                 hf_dir: str | Path | None = None, tokenizer_dir: str | Path | None = None):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: paths.PathLike, model_cfg: ModelConfig, *, keep: int, async_save: bool,
+                 hf_dir: paths.PathLike | None = None, tokenizer_dir: paths.PathLike | None = None):
+        self.directory = paths.absolute(directory)
         write_model_metadata(self.directory, model_cfg, hf_dir=hf_dir, tokenizer_dir=tokenizer_dir)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
@@ -92,7 +91,7 @@ class TrainCheckpointer:
                 n += 1
                 name = f"{step}.damaged-{n}"
             if jax.process_index() == 0:
-                os.replace(self.directory / str(step), self.directory / name)
+                (self.directory / str(step)).rename(self.directory / name)
             names.append(name)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils

@@ -3,8 +3,9 @@ overrides, validated (including against the device count) before anything compil
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Sequence
+
+from etils import epath
 
 from atlas_jax.config_loader import ConfigError, build, load_yaml, merge, parse_overrides
 from atlas_jax.data.pipeline import DataConfig
@@ -117,11 +118,11 @@ class RunConfig:
     mesh: MeshConfig = MeshConfig()
 
     @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.output_dir) / "checkpoints"
+    def checkpoint_dir(self) -> epath.Path:
+        return epath.Path(self.output_dir) / "checkpoints"
 
 
-def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+def load_run_config(path: str | epath.Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     data = load_yaml(path) if path is not None else {}
     return build(RunConfig, merge(data, parse_overrides(overrides)))
 

@@ -1,28 +1,35 @@
 """Run metrics: JSONL and TensorBoard events, plus a console progress bar with ETA.
-Only the first process writes; the others get a writer that does nothing."""
+Only the first process writes; the others get a writer that does nothing. For a gs:// output_dir
+both are written in a local folder and uploaded every SYNC_S seconds and at close (GCS objects
+cannot be appended to)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
+
+from atlas_jax.paths import StagedDir
+
+SYNC_S = 30.0
 
 
 class MetricsWriter:
-    def __init__(self, output_dir: str | Path, total_steps: int, start_step: int = 0, progress_bar: bool = True):
+    def __init__(self, output_dir: str | os.PathLike, total_steps: int, start_step: int = 0, progress_bar: bool = True):
         self.enabled = jax.process_index() == 0
         self._total = total_steps
-        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path = epath.Path(output_dir) / "metrics.jsonl"
         self._tb = self._bar = None
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", buffering=1)
+        self._stage = StagedDir(output_dir, fetch=["metrics.jsonl"])  # a resumed run appends
+        self._file = open(os.path.join(self._stage.local, "metrics.jsonl"), "a", buffering=1)
         try:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(self._stage.local, "tensorboard"))
         except ImportError:  # tensorboardX is a dependency; a broken install only loses the events
             print("warning: tensorboardX unavailable, TensorBoard events not written", file=sys.stderr)
         if progress_bar:
@@ -47,6 +54,7 @@ class MetricsWriter:
                      "real_tokens_per_sec": "{:.0f} tokens/s"}
             print(f"step {step}/{self._total}: " + ", ".join(f.format(_plain(metrics[k])) for k, f in shown.items()
                                                               if k in metrics), file=sys.stderr, flush=True)
+        self._stage.sync(min_interval_s=SYNC_S)
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:
@@ -68,6 +76,7 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
         self._file.close()
+        self._stage.sync()
 
 
 def _plain(value):

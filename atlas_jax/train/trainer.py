@@ -7,10 +7,10 @@ import json
 import math
 import signal
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from etils.epath import Path  # output_dir may be a gs:// URL
 
 from atlas_jax.config_loader import ConfigError, to_dict
 from atlas_jax.convert.checkpoint import HF_META_DIR, is_hf_dir, load_pretrained, read_json
