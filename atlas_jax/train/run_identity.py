@@ -137,8 +137,8 @@ def model_config_of(cfg) -> ModelConfig:
     from atlas_jax.convert.checkpoint import is_checkpoint_dir, read_json, read_model_config
 
     if cfg.model.init_from is not None:
-        source = epath.Path(cfg.model.init_from)
-        return read_model_config(str(source)) if is_checkpoint_dir(str(source)) else ModelConfig.from_hf_dir(str(source))
+        source = cfg.model.init_from
+        return read_model_config(source) if is_checkpoint_dir(source) else ModelConfig.from_hf_dir(source)
     path = epath.Path(cfg.model.config)
     if not path.is_file():
         raise FileNotFoundError(f"model.config: {path} does not exist")
