@@ -83,3 +83,15 @@ def test_default_is_capped_by_the_model_and_says_so(hf_dir, tokenizer_dir, traj_
     assert steps > 0
     assert (f"WARNING: the model's max_position_embeddings (300) cuts {trajectories} of 5 trajectories to 256 "
             f"tokens (the longest has {longest}): {steps} of {total} steps") in captured.err
+
+
+def test_default_rounding_by_hand():
+    from atlas_jax.selection.seq_len import TrajectoryLength, default_seq_len
+
+    lengths = [TrajectoryLength(700, (300, 699)), TrajectoryLength(20, (19,))]
+    assert default_seq_len(lengths, chunk=256, max_positions=None) == 768
+    assert default_seq_len(lengths, chunk=512, max_positions=None) == 1024  # a multiple of the chunk too
+    assert default_seq_len(lengths, chunk=96, max_positions=None) == 768  # lcm(256, 96)
+    assert default_seq_len(lengths, chunk=64, max_positions=4096) == 768
+    assert default_seq_len(lengths, chunk=64, max_positions=600) == 512  # capped, rounded down
+    assert default_seq_len(lengths, chunk=64, max_positions=200) == 192  # below 256: a multiple of the chunk
