@@ -11,7 +11,7 @@ import dataclasses
 import re
 from typing import Any, Sequence
 
-from atlas_jax.config_loader import ConfigError, build, load_yaml, merge, parse_overrides, to_dict
+from atlas_jax.config_loader import ConfigError, build, flatten, load_yaml, merge, parse_overrides, to_dict
 
 ROWS = ("all", "atlas", "random", "noncritical", "perplexity")
 # keys the runner sets on every training stage itself: a config that sets them would be ignored
@@ -201,16 +201,6 @@ def _has(section: dict, dotted: str) -> bool:
 
 def load_ablation_config(path: str, overrides: Sequence[str] = ()) -> AblationConfig:
     return build(AblationConfig, merge(load_yaml(path), parse_overrides(overrides)))
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {"a.b.c": leaf}; lists stay leaves."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
 
 
 def config_diff(old: dict, new: dict) -> list[str]:

@@ -12,7 +12,9 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import sys
 
 from atlas_jax.model.config import ATTENTION_IMPLS
 
@@ -25,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="tokenizer directory (default: MODEL/tokenizer, else MODEL)")
     parser.add_argument("--data", required=True, nargs="+", help="trajectory files (JSONL/JSON)")
     parser.add_argument("--out", required=True, help="scores JSONL to write")
-    parser.add_argument("--seq-len", type=int, default=2048, help="packed row length (default 2048)")
+    parser.add_argument("--seq-len", type=int,
+                        help="packed row length (default: covers the longest trajectory, rounded up to a multiple "
+                             "of 256, at most the model's max_position_embeddings; a shorter one leaves the cut "
+                             "steps' scores null, and says how many)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per batch, over all devices (default 8)")
     parser.add_argument("--group-size", type=int, default=512,
                         help="trajectories encoded and packed at a time (bounds host memory; default 512)")
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas_jax.multihost_split import Parts, balanced_shares, stable_path
     from atlas_jax.outputs import prepare_output
     from atlas_jax.platform_defaults import resolve_dtype
+    from atlas_jax.selection import seq_len as seq_lens
     from atlas_jax.selection.score_pass import ScoreOptions, ScoreReport, score_trajectories
     from atlas_jax.selection.scores_io import write_scores
     from atlas_jax.sharding import MeshConfig, build_mesh
@@ -62,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--part-size must be positive, got {args.part_size}")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     variants = ("full",) + tuple(v for v in variants if v != "full")
-    options = ScoreOptions(seq_len=args.seq_len, batch_size=args.batch_size, variants=variants, chunk=args.chunk,
-                           group_size=args.group_size)
+    # without --seq-len, a placeholder that passes validation until the data sets the real one
+    placeholder = math.lcm(seq_lens.ROUND_TO, max(args.chunk, 1))
+    options = ScoreOptions(seq_len=args.seq_len or placeholder, batch_size=args.batch_size, variants=variants,
+                           chunk=args.chunk, group_size=args.group_size)
     mesh = build_mesh(MeshConfig.parse(args.mesh), devices=jax.local_devices())  # one replica per process
     options.validate(mesh)  # before loading anything
     prepare_output(args.out, inputs=[*args.data, args.model])  # a whole scoring pass is never lost at the end
@@ -71,10 +79,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"trajectories: {read_report.summary()}")
     tokenizer_dir = args.tokenizer or default_tokenizer_dir(args.model)
     tokenizer = load_tokenizer(tokenizer_dir)
+    # from every trajectory, before the split: all processes score at the same length
+    seq_len, chose, warning = seq_lens.choose_seq_len(
+        args.seq_len, seq_lens.measure(trajectories, tokenizer, options.span_method), args.chunk,
+        seq_lens.model_max_positions(args.model))
+    options = dataclasses.replace(options, seq_len=seq_len)
+    options.validate(mesh)  # a default is a multiple of the chunk; checked again all the same
+    print(chose)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     dtype, chosen = resolve_dtype(args.dtype)
     print(f"compute dtype: {dtype} ({chosen})")
     scorer = {"model": stable_path(args.model), "dtype": dtype, "variants": list(variants),
-              "seq_len": args.seq_len}
+              "seq_len": options.seq_len}
     parts = Parts(args.out, run={**scorer, "tokenizer": stable_path(tokenizer_dir), "attention": args.attention,
                                  "data": data_digest(trajectories)}, process_index=index, process_count=count)
     done = parts.start()
@@ -97,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     merged = parts.merge(len(trajectories), lambda path, records: write_scores(path, records, scorer))
     if merged is not None:
         print(f"wrote {len(merged)} records to {args.out}")
+        null, steps = seq_lens.null_steps(merged)
+        if null:
+            print(f"WARNING: {null} of {steps} step scores are null (their sequences were cut to seq_len "
+                  f"{options.seq_len}); select treats those steps as unscored", file=sys.stderr, flush=True)
     return 0
 
 

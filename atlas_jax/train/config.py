@@ -14,6 +14,8 @@ from atlas_jax.platform_defaults import default_compute_dtype
 from atlas_jax.sharding import MeshConfig
 from atlas_jax.train.loss import LM_HEADS
 
+RESUME_MODES = ("auto", "force", "never")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
@@ -75,8 +77,15 @@ class TrainSection:
     loss_chunk_tokens: int = 1024  # tokens per logits chunk in the loss: bounds the float32 [*, V] memory
     lm_head: str = "sparse"  # sparse: logits only at weighted positions (exact); dense: at every position
     progress_bar: bool = True
+    # an output_dir that holds a checkpoint (atlas_jax/train/run_identity.py): "auto" resumes it when the
+    # model, data and optimizer settings match the stored config.json and refuses otherwise, naming the keys;
+    # "force" resumes despite such a change (a deliberate one, e.g. a new learning rate) and records it in
+    # resume_log.jsonl; "never" refuses any output_dir that already holds a checkpoint
+    resume: str = "auto"
 
     def __post_init__(self):
+        if self.resume not in RESUME_MODES:
+            raise ConfigError(f"train.resume: expected one of {', '.join(RESUME_MODES)}, got {self.resume!r}")
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("train: set exactly one of train.steps or train.epochs (to size a run in epochs "
                               "over a config that sets steps, add train.steps=null)")

@@ -1,7 +1,12 @@
 """Run metrics: JSONL and TensorBoard events, plus a console progress bar with ETA.
-Only the first process writes; the others get a writer that does nothing. For a gs:// output_dir
-both are written in a local folder and uploaded every SYNC_S seconds and at close (GCS objects
-cannot be appended to)."""
+Only the first process writes; the others get a writer that does nothing.
+
+A run that resumes from step S logs steps S+1... again: the lines a killed run wrote after its
+last checkpoint are dropped first (metrics.jsonl is rewritten atomically, lines <= S untouched),
+and TensorBoard is told to purge its events after S (a SessionLog START at S+1), so every step
+appears once in both.
+For a gs:// output_dir both are written in a local folder and uploaded every SYNC_S seconds and at
+close (GCS objects cannot be appended to)."""
 from __future__ import annotations
 
 import json
@@ -26,12 +31,19 @@ class MetricsWriter:
         if not self.enabled:
             return
         self._stage = StagedDir(output_dir, fetch=["metrics.jsonl"])  # a resumed run appends
-        self._file = open(os.path.join(self._stage.local, "metrics.jsonl"), "a", buffering=1)
+        local = epath.Path(os.path.join(self._stage.local, "metrics.jsonl"))
+        dropped = drop_steps_after(local, start_step)
+        self._file = open(local, "a", buffering=1)
         try:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(self._stage.local, "tensorboard"))
+            # purge_step: TensorBoard drops this run's earlier events at steps >= start_step + 1
+            self._tb = SummaryWriter(os.path.join(self._stage.local, "tensorboard"),
+                                     purge_step=start_step + 1 if local.stat().st_size else None)
         except ImportError:  # tensorboardX is a dependency; a broken install only loses the events
             print("warning: tensorboardX unavailable, TensorBoard events not written", file=sys.stderr)
+        if dropped:
+            print(f"{self.path}: dropped {dropped} line(s) after step {start_step} written by the interrupted run "
+                  "(those steps are logged again)", file=sys.stderr)
         if progress_bar:
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
@@ -77,6 +89,32 @@ class MetricsWriter:
             self._tb.close()
         self._file.close()
         self._stage.sync()
+
+
+def drop_steps_after(path: Path, step: int) -> int:
+    """Remove the lines of ``path`` whose "step" is after ``step`` (and a torn last line, cut by a
+    kill mid-write); rewrite atomically, keeping every other line as it was. Returns the count."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                continue  # torn by a kill: the step it held is logged again
+            record = None  # not ours to judge: kept
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            continue
+        kept.append(line)
+    if len(kept) == len(lines):
+        return 0
+    from atlas_jax.outputs import atomic_write
+
+    with atomic_write(path) as f:
+        f.writelines(kept)
+    return len(lines) - len(kept)
 
 
 def _plain(value):

@@ -3,7 +3,6 @@ metrics, periodic eval, NaN/Inf stop and SIGTERM (preemption) handling."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import time
@@ -12,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from etils.epath import Path  # output_dir may be a gs:// URL
 
-from atlas_jax.config_loader import ConfigError, to_dict
+from atlas_jax.config_loader import ConfigError
 from atlas_jax.convert.checkpoint import HF_META_DIR, is_hf_dir, load_pretrained, read_json
 from atlas_jax.data.pipeline import TrainData, to_global_batch
 from atlas_jax.model import CausalLM, ModelConfig, init_model
@@ -24,6 +23,7 @@ from atlas_jax.train.loss import head_capacity
 from atlas_jax.train.metrics import MetricsWriter
 from atlas_jax.train.multihost import AgreedFlag, gather_json
 from atlas_jax.train.optimizer import make_optimizer
+from atlas_jax.train.run_identity import prepare_run_dir
 from atlas_jax.train.step import build_steps
 
 
@@ -127,10 +127,7 @@ def train(cfg: RunConfig) -> TrainResult:
     validate_for_devices(cfg, jax.device_count(), jax.process_count())
     mesh = build_mesh(cfg.mesh)
     out_dir = Path(cfg.output_dir)
-    lead = jax.process_index() == 0
-    if lead:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    prepare_run_dir(cfg, lead=jax.process_index() == 0)  # refuses a mismatched resume before writing anything
 
     model, hf_meta = build_model(cfg, mesh)
     checkpointer = TrainCheckpointer(cfg.checkpoint_dir, model.cfg, keep=cfg.train.keep_checkpoints,
