@@ -38,7 +38,7 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
             # purge_step: TensorBoard drops this run's earlier events at steps >= start_step + 1
             self._tb = SummaryWriter(os.path.join(self._stage.local, "tensorboard"),
-                                     purge_step=start_step + 1 if local.stat().st_size else None)
+                                     purge_step=start_step + 1 if os.path.getsize(local) else None)
         except ImportError:  # tensorboardX is a dependency; a broken install only loses the events
             print("warning: tensorboardX unavailable, TensorBoard events not written", file=sys.stderr)
         if dropped:
