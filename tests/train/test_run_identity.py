@@ -56,7 +56,7 @@ def test_another_model_config_refuses_before_writing_and_the_checkpoint_still_ex
     smaller.write_text(json.dumps({**TINY_MODEL, "hidden_size": 32, "intermediate_size": 64}))
     for extra in ([], ["train.resume=force"]):  # other shapes can never resume, forced or not
         capsys.readouterr()
-        assert _train(train_assets, out, data, f"model.config={smaller}", *extra) == 1
+        assert _train(train_assets, out, data, f"model.config={smaller}", *extra) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
         assert "another model architecture: hidden_size (64 -> 32), intermediate_size (128 -> 64)" in err
@@ -72,7 +72,7 @@ def test_a_new_learning_rate_refuses_and_resume_force_resumes_and_records_it(
     before = _snapshot(out)
     capsys.readouterr()
     # train.steps may change freely (a longer run); the learning rate is the run's identity
-    assert _train(train_assets, out, data, "train.steps=4", "optim.learning_rate=1e-3") == 1
+    assert _train(train_assets, out, data, "train.steps=4", "optim.learning_rate=1e-3") == 2
     err = capsys.readouterr().err
     assert "of a run with other settings: optim.learning_rate (0.003 -> 0.001); nothing was written" in err
     assert "train.steps" not in err and "train.resume=force" in err
@@ -100,7 +100,7 @@ def test_data_regenerated_in_place_refuses(first_run, train_assets, tmp_path, ca
     try:
         data.write_text(original + original.splitlines(keepends=True)[0].replace("toy_0", "toy_99"))
         capsys.readouterr()
-        assert _train(train_assets, out, data) == 1
+        assert _train(train_assets, out, data) == 2
         err = capsys.readouterr().err
         assert "data.train_files[0] content (" in err and "nothing was written" in err
     finally:
@@ -110,10 +110,10 @@ def test_data_regenerated_in_place_refuses(first_run, train_assets, tmp_path, ca
 def test_resume_never_and_a_checkpoint_without_config(first_run, train_assets, tmp_path, capsys):
     out, data = _copy(first_run[0], tmp_path / "run"), first_run[1]
     capsys.readouterr()
-    assert _train(train_assets, out, data, "train.resume=never") == 1
+    assert _train(train_assets, out, data, "train.resume=never") == 2
     assert "train.resume=never" in capsys.readouterr().err
     (out / "config.json").unlink()
-    assert _train(train_assets, out, data) == 1
+    assert _train(train_assets, out, data) == 2
     assert "no config.json, so its settings cannot be compared" in capsys.readouterr().err
     assert not (out / "config.json").exists()
 

@@ -126,7 +126,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(train_assets, tmp_path, capsys
     assert code == 3, err[-2000:]
     assert "is not finite; stopping (the last good checkpoint is step" in err
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    bad_step = int(err.split("step ")[1].split(":")[0])
+    bad_step = int(err.split("is not finite")[0].rsplit("step ", 1)[1].split(":")[0].split("/")[0])
     assert saved and max(saved) < bad_step
 
 
