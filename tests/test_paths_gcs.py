@@ -143,6 +143,7 @@ def test_training_writes_to_the_bucket_and_resumes_from_it(gcs_run):
     logged = _losses(run / "metrics.jsonl")
     assert sorted(logged) == [1, 2, 3, 4, 5, 6] and all(len(v) == 1 for v in logged.values())
     assert all(v == pytest.approx(first.losses[s], rel=1e-6) for s, vs in logged.items() for v in vs)
+    assert len((run / "resume_log.jsonl").read_text().splitlines()) == 1  # one resume, logged in the bucket
     assert list((run / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard events not uploaded"
     assert (run / "checkpoints" / "model_config.json").is_file()
     assert (run / "checkpoints" / "tokenizer" / "tokenizer.json").is_file()

@@ -230,8 +230,10 @@ def record_run_dir(cfg, state: RunDirState) -> None:
         entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "checkpoint_step": state.steps[-1], "resume": cfg.train.resume,
                  "changed": {k: list(v) for k, v in state.changes.items()}, "forced": state.forced}
-        with (out / RESUME_LOG).open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        log = out / RESUME_LOG  # rewritten whole: GCS objects cannot be appended to
+        earlier = log.read_text() if log.exists() else ""
+        with atomic_write(log) as f:
+            f.write(earlier + json.dumps(entry) + "\n")
     with atomic_write(out / CONFIG_FILE) as f:
         f.write(json.dumps(to_dict(cfg), indent=2) + "\n")
     with atomic_write(out / INPUTS_FILE) as f:
