@@ -15,12 +15,11 @@ things a URL cannot do the local way, handled here once:
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
 import tempfile
 import time
-from typing import IO, Iterable, Iterator
+from typing import Iterable
 
 from etils import epath
 
@@ -103,25 +102,6 @@ def local_copy(path: PathLike) -> str:
         _download(src, dst)
         _LOCAL_COPIES[text] = dst
     return _LOCAL_COPIES[text]
-
-
-@contextlib.contextmanager
-def streamed_write(path: PathLike) -> Iterator[IO]:
-    """A text file written as work finishes (episodes, one line each), kept when interrupted. Local:
-    the file itself. URL: a local file uploaded whole on exit, also when the block fails, since
-    what was written is finished work (GCS objects cannot be appended to)."""
-    if not is_remote(path):
-        epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            yield f
-        return
-    local = os.path.join(_temp_dir("stream-"), epath.Path(path).name)
-    try:
-        with open(local, "w", encoding="utf-8") as f:
-            yield f
-    finally:
-        upload(local, path)
-        os.unlink(local)
 
 
 class StagedDir:

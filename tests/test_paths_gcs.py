@@ -21,6 +21,7 @@ from atlas_jax import paths  # noqa: E402
 from atlas_jax.cli import main  # noqa: E402
 from atlas_jax.outputs import atomic_write  # noqa: E402
 from tests.train.conftest import TINY_CPU, TINY_MODEL, base_overrides, trajectory  # noqa: E402
+from tests.train.test_train_loop import read_losses  # noqa: E402
 
 BUCKET = "atlas-test"
 
@@ -102,15 +103,6 @@ def assets(gcs, tmp_path_factory):
             "train": f"{remote}/train.jsonl"}
 
 
-def _losses(metrics: epath.Path) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = {}
-    for line in metrics.read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out.setdefault(record["step"], []).append(record["loss"])
-    return out
-
-
 def _train(assets, output_dir, *extra):
     from atlas_jax.train.config import load_run_config
     from atlas_jax.train.trainer import train
@@ -140,7 +132,7 @@ def test_training_writes_to_the_bucket_and_resumes_from_it(gcs_run):
     config = json.loads((run / "config.json").read_text())
     assert config["output_dir"] == out and config["data"]["train_files"] == [f"{run.parent.parent}/inputs/train.jsonl"]
     # the resumed run dropped the killed run's steps 5-6 from the remote file, then appended its own
-    logged = _losses(run / "metrics.jsonl")
+    logged = read_losses(run / "metrics.jsonl")
     assert sorted(logged) == [1, 2, 3, 4, 5, 6] and all(len(v) == 1 for v in logged.values())
     assert all(v == pytest.approx(first.losses[s], rel=1e-6) for s, vs in logged.items() for v in vs)
     assert len((run / "resume_log.jsonl").read_text().splitlines()) == 1  # one resume, logged in the bucket

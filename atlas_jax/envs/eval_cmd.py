@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
 
 from etils.epath import Path  # MODEL and --out may be gs:// URLs

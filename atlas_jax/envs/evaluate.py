@@ -14,7 +14,6 @@ process 0 writes the JSONL and the summary: the same files as one process playin
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
@@ -22,7 +21,6 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from etils import epath
 
-from atlas_jax import paths
 from atlas_jax.envs.agentgym_protocol import PROTOCOLS
 from atlas_jax.envs.agent_loop import END_REASONS, Episode, Policy, run_episodes
 from atlas_jax.envs.base import TextEnv

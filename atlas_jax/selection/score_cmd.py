@@ -13,12 +13,9 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 
 from atlas_jax.model.config import ATTENTION_IMPLS
-
-from atlas_jax import paths
 from atlas_jax.selection.variants import VARIANTS
 
 

@@ -91,7 +91,7 @@ class MetricsWriter:
         self._stage.sync()
 
 
-def drop_steps_after(path: Path, step: int) -> int:
+def drop_steps_after(path: epath.Path, step: int) -> int:
     """Remove the lines of ``path`` whose "step" is after ``step`` (and a torn last line, cut by a
     kill mid-write); rewrite atomically, keeping every other line as it was. Returns the count."""
     if not path.is_file():

@@ -37,6 +37,16 @@ def agenttraj(item_id: str, steps: list[str], observations: list[str] | None = N
     return {"item_id": item_id, "conversations": conv}
 
 
+def reference_sequence(tokenizer, record: dict, seq_len: int) -> tuple[int, ...]:
+    """A record's training sequence from transformers (weight mode "all"): its chat template's ids up to
+    the last assistant token, cut at ``seq_len``."""
+    messages = [{"role": {"human": "user", "gpt": "assistant"}[t["from"]], "content": t["value"]}
+                for t in record["conversations"]]
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    last = max(i for i, m in enumerate(out["assistant_masks"]) if m)
+    return tuple(out["input_ids"][:min(last + 1, seq_len)])
+
+
 def corpus(n: int = 12) -> list[dict]:
     """n trajectories of 1..4 trainable steps with distinct texts (so sequences identify their trajectory);
     even ones in AgentGym's layout (instruction, acknowledgement = step 0, goal), odd ones plain ShareGPT."""

@@ -8,7 +8,7 @@ import pytest
 from atlas_jax.data.encode import EncodeOptions
 from atlas_jax.data.order import EpochOrder
 from atlas_jax.data.pipeline import DataConfig, TrainData
-from tests.data.conftest import corpus, write_jsonl
+from tests.data.conftest import corpus, reference_sequence, write_jsonl
 
 SEQ_LEN = 96
 
@@ -17,14 +17,7 @@ SEQ_LEN = 96
 def corpus_ids(tmp_path_factory, tokenizer):
     """A 10-record file and {token ids of a record's sequence: item_id} (sequences identify records)."""
     path = write_jsonl(tmp_path_factory.mktemp("shards") / "traj.jsonl", corpus(10))
-    ids = {}
-    for rec in corpus(10):
-        messages = [{"role": {"human": "user", "gpt": "assistant"}[t["from"]], "content": t["value"]}
-                    for t in rec["conversations"]]
-        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
-        last = max(i for i, m in enumerate(out["assistant_masks"]) if m)
-        ids[tuple(out["input_ids"][:min(last + 1, SEQ_LEN)])] = rec["item_id"]
+    ids = {reference_sequence(tokenizer, rec, SEQ_LEN): rec["item_id"] for rec in corpus(10)}
     return path, ids
 
 

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from tests.data.conftest import corpus, write_jsonl
+from tests.data.conftest import corpus, reference_sequence, write_jsonl
 
 WORKER = os.path.join(os.path.dirname(__file__), "two_process_worker.py")
 
@@ -39,14 +39,7 @@ def test_two_processes_are_disjoint_and_cover_the_epoch(tmp_path, tokenizer_dirs
     assert all(r["global_shape"] == [4, 96] and r["local_rows_ok"] for r in results)
     # Reference: every trajectory's sequence from transformers (mode "all": up to the last assistant
     # token, cut at seq_len).
-    expected = []
-    for rec in corpus(10):
-        messages = [{"role": {"human": "user", "gpt": "assistant"}[t["from"]], "content": t["value"]}
-                    for t in rec["conversations"]]
-        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
-        last = max(i for i, m in enumerate(out["assistant_masks"]) if m)
-        expected.append(tuple(out["input_ids"][:min(last + 1, 96)]))
+    expected = [reference_sequence(tokenizer, rec, 96) for rec in corpus(10)]
     seen = [collections.Counter(tuple(s) for s in r["sequences"]) for r in results]
     assert not set(seen[0]) & set(seen[1])  # disjoint
     assert seen[0] + seen[1] == collections.Counter(expected)  # together: the epoch, each once
