@@ -41,12 +41,15 @@ def render(tokenizer: Any, messages: Sequence[dict], *, add_generation_prompt: b
 
 
 def step_char_spans(tokenizer: Any, messages: Sequence[dict], chat_template: str | None = None,
-                    where: str = "") -> tuple[str, list[tuple[int, int]]]:
-    """(rendered text, [(start, end) character span of each assistant turn])."""
+                    where: str = "", last_only: bool = False) -> tuple[str, list[tuple[int, int] | None]]:
+    """(rendered text, [(start, end) character span of each assistant turn]); ``last_only``: the
+    last turn's span alone, the others None (two renders instead of two per turn)."""
     full = render(tokenizer, messages, chat_template=chat_template)
     spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    for n, i in enumerate(turns):
+        if last_only and n < len(turns) - 1:
+            spans.append(None)
             continue
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=chat_template)
         upto = render(tokenizer, messages[:i + 1], chat_template=chat_template)
@@ -100,8 +103,13 @@ def runs_to_step_ids(mask: Sequence[int]) -> tuple[np.ndarray, int]:
 
 
 def encode_steps(tokenizer: Any, messages: Sequence[dict], *, method: str = "auto",
-                 chat_template: str | None = None, where: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize a conversation with its chat template: (int32[L] token ids, int32[L] step ids, -1 off-step)."""
+                 chat_template: str | None = None, where: str = "",
+                 last_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize a conversation with its chat template: (int32[L] token ids, int32[L] step ids, -1 off-step).
+
+    ``last_only``: only the last assistant turn's tokens get a step id (the others -1), as a
+    scoring counterfactual needs; with ``prefix`` spans that skips the two renders per earlier turn,
+    which made a trajectory's counterfactuals cost O(steps^2 x tokens) on the host."""
     if method not in SPAN_METHODS:
         raise ValueError(f"span method must be one of {SPAN_METHODS}, got {method!r}")
     template = tokenizer.get_chat_template(chat_template)
@@ -115,11 +123,17 @@ def encode_steps(tokenizer: Any, messages: Sequence[dict], *, method: str = "aut
         if runs != num_steps:
             raise SpanError(f"{where}: the template's generation markers give {runs} assistant spans for "
                             f"{num_steps} assistant turns")
+        if last_only:
+            step_ids = np.where(step_ids == num_steps - 1, step_ids, -1).astype(np.int32)
         return np.asarray(out["input_ids"], np.int32), step_ids
-    text, spans = step_char_spans(tokenizer, messages, template, where)
+    text, spans = step_char_spans(tokenizer, messages, template, where, last_only=last_only)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    step_ids = token_step_ids(enc["offset_mapping"], spans)
+    if last_only:  # spans before the last are None: number the last one as in the whole conversation
+        ids = token_step_ids(enc["offset_mapping"], spans[-1:])
+        step_ids, expected = np.where(ids == 0, num_steps - 1, -1).astype(np.int32), min(num_steps, 1)
+    else:
+        step_ids, expected = token_step_ids(enc["offset_mapping"], spans), num_steps
     found = len(np.unique(step_ids[step_ids >= 0]))
-    if found != num_steps:
+    if found != expected:
         raise SpanError(f"{where}: {num_steps} assistant turns but only {found} have tokens")
     return np.asarray(enc["input_ids"], np.int32), step_ids

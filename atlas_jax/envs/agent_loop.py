@@ -18,7 +18,7 @@ import dataclasses
 import traceback
 from typing import Callable, Iterator, Protocol, Sequence
 
-from atlas_jax.envs.base import ACKNOWLEDGEMENT, TextEnv, parse_action
+from atlas_jax.envs.base import TextEnv, instruction_turns, parse_action
 
 END_REASONS = ("success", "failed", "step_limit", "context_overflow", "unparsable", "env_error")
 
@@ -83,7 +83,7 @@ def conversation_start(env: TextEnv) -> list[dict]:
     start = getattr(env, "conversation_start", None)
     if start:
         return [dict(m) for m in start]
-    return [{"role": "user", "content": env.instruction}, {"role": "assistant", "content": ACKNOWLEDGEMENT}]
+    return instruction_turns(env.instruction)
 
 
 def _advance(env: TextEnv, episode: Episode, reply: Reply, on_unparsable: str) -> None:

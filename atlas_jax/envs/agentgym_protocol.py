@@ -23,7 +23,7 @@ import json
 import re
 from typing import Callable
 
-from atlas_jax.envs.base import ACKNOWLEDGEMENT
+from atlas_jax.envs.base import instruction_turns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +100,7 @@ def env_class(protocol: Protocol):
 def conversation_start(protocol: Protocol) -> list[dict]:
     """The turns before the first observation, as role/content messages."""
     if protocol.env_class is not None:
-        return [{"role": "user", "content": env_class(protocol).instruction},
-                {"role": "assistant", "content": ACKNOWLEDGEMENT}]
+        return instruction_turns(env_class(protocol).instruction)
     return [{"role": "user" if m["from"] == "human" else "assistant", "content": m["value"]}
             for m in client_texts()[protocol.name]["conversation_start"]]
 

@@ -48,6 +48,12 @@ def parse_action(response: str) -> str | None:
     return action or None
 
 
+def instruction_turns(instruction: str) -> list[dict]:
+    """The turns before the first observation, as role/content messages: AgentGym's instruction
+    turn and its acknowledgement."""
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": ACKNOWLEDGEMENT}]
+
+
 def format_response(thought: str, action: str) -> str:
     """An assistant turn in the protocol's format (what experts write and models learn)."""
     return f"Thought:\n{thought}\n\nAction:\n{action}"

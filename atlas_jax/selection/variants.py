@@ -85,10 +85,11 @@ def trajectory_sequences(traj: Trajectory, tokenizer: Any, variants: tuple[str, 
         raise ValueError(f"unknown score variants {sorted(unknown)}; expected a subset of {VARIANTS}")
     where = f"{traj.source} item_id={traj.item_id!r}"
 
-    def encode(messages):
-        return encode_steps(tokenizer, messages, method=span_method, chat_template=chat_template, where=where)
+    def encode(messages, last_only=True):
+        return encode_steps(tokenizer, messages, method=span_method, chat_template=chat_template, where=where,
+                            last_only=last_only)
 
-    ids_L, steps_L = encode(traj.messages())
+    ids_L, steps_L = encode(traj.messages(), last_only=False)
     yield ScoreSequence(traj.item_id, "full", ids_L, steps_L)
     for k in traj.trainable_steps:
         if "prompt_only" in variants:

@@ -81,3 +81,24 @@ def test_generation_start_hand_cases():
         "<s>[INST] obs[/INST]")
     # a generation prompt the rendered turn does not continue (e.g. an opened <think> block): not alignable
     assert generation_start("<|im_start|>assistant\n<think>\n", "<|im_start|>assistant\nAct: x\ny<|im_end|>") is None
+
+
+@pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
+def test_last_only_marks_exactly_the_last_turn_of_transformers_mask(tokenizer, template_pair, conversation):
+    # what a scoring counterfactual needs: the same ids, and only the last assistant turn's tokens
+    # (numbered as in the whole conversation), for both span methods
+    name, marked, unmarked = template_pair
+    messages = CONVERSATIONS[conversation]
+    ref_ids, ref_mask = reference(tokenizer, messages, marked)
+    marked_at = np.flatnonzero(ref_mask)
+    start = marked_at[-1]
+    while start - 1 in marked_at:  # back to the start of the last run of marked tokens
+        start -= 1
+    want = np.zeros_like(ref_mask)
+    want[start:marked_at[-1] + 1] = True
+    last = sum(m["role"] == "assistant" for m in messages) - 1
+    for method, template in (("prefix", unmarked), ("markers", marked), ("prefix", marked)):
+        ids, step_ids = encode_steps(tokenizer, messages, method=method, chat_template=template, last_only=True)
+        np.testing.assert_array_equal(ids, ref_ids, err_msg=f"{name} {method}")
+        np.testing.assert_array_equal(step_ids >= 0, want, err_msg=f"{name} {method}")
+        assert set(step_ids[step_ids >= 0].tolist()) == {last}
