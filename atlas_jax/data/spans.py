@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from atlas_jax.data.chat_templates import has_generation_markers
+from atlas_jax.data.shared_tokens import Tokenized, tokenize, tokenize_sharing
 
 SPAN_METHODS = ("auto", "markers", "prefix")
 
@@ -103,13 +104,25 @@ def runs_to_step_ids(mask: Sequence[int]) -> tuple[np.ndarray, int]:
 
 
 def encode_steps(tokenizer: Any, messages: Sequence[dict], *, method: str = "auto",
-                 chat_template: str | None = None, where: str = "",
-                 last_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize a conversation with its chat template: (int32[L] token ids, int32[L] step ids, -1 off-step).
+                 chat_template: str | None = None, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize a conversation with its chat template: (int32[L] token ids, int32[L] step ids, -1 off-step)."""
+    ids_L, step_ids_L, _ = encode_conversation(tokenizer, messages, method=method, chat_template=chat_template,
+                                               where=where)
+    return ids_L, step_ids_L
 
-    ``last_only``: only the last assistant turn's tokens get a step id (the others -1), as a
-    scoring counterfactual needs; with ``prefix`` spans that skips the two renders per earlier turn,
-    which made a trajectory's counterfactuals cost O(steps^2 x tokens) on the host."""
+
+def encode_conversation(tokenizer: Any, messages: Sequence[dict], *, method: str = "auto",
+                        chat_template: str | None = None, where: str = "", last_only: bool = False,
+                        known: Tokenized | None = None) -> tuple[np.ndarray, np.ndarray, Tokenized | None]:
+    """:func:`encode_steps`, plus the rendered text's tokens (None with ``markers``) for ``known``.
+
+    ``last_only``: only the last assistant turn's tokens get a step id (numbered as in the whole
+    conversation; the others -1), as a scoring counterfactual needs; with ``prefix`` spans that
+    skips the two renders per earlier turn. ``known``: the tokens of a conversation this one
+    begins like (its trajectory's full conversation): with ``prefix`` spans only what follows their
+    last shared added token is tokenized (atlas_jax.data.shared_tokens; same ids). Together they
+    take a trajectory's counterfactuals from O(steps^2 x tokens) of host work to O(steps x tokens)
+    of rendering and O(tokens) of tokenizing."""
     if method not in SPAN_METHODS:
         raise ValueError(f"span method must be one of {SPAN_METHODS}, got {method!r}")
     template = tokenizer.get_chat_template(chat_template)
@@ -125,15 +138,15 @@ def encode_steps(tokenizer: Any, messages: Sequence[dict], *, method: str = "aut
                             f"{num_steps} assistant turns")
         if last_only:
             step_ids = np.where(step_ids == num_steps - 1, step_ids, -1).astype(np.int32)
-        return np.asarray(out["input_ids"], np.int32), step_ids
+        return np.asarray(out["input_ids"], np.int32), step_ids, None
     text, spans = step_char_spans(tokenizer, messages, template, where, last_only=last_only)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if last_only:  # spans before the last are None: number the last one as in the whole conversation
-        ids = token_step_ids(enc["offset_mapping"], spans[-1:])
+    tokens = tokenize(tokenizer, text) if known is None else tokenize_sharing(tokenizer, text, known)
+    if last_only:  # spans before the last are None
+        ids = token_step_ids(tokens.offsets_Lx2.tolist(), spans[-1:])
         step_ids, expected = np.where(ids == 0, num_steps - 1, -1).astype(np.int32), min(num_steps, 1)
     else:
-        step_ids, expected = token_step_ids(enc["offset_mapping"], spans), num_steps
+        step_ids, expected = token_step_ids(tokens.offsets_Lx2.tolist(), spans), num_steps
     found = len(np.unique(step_ids[step_ids >= 0]))
     if found != expected:
         raise SpanError(f"{where}: {num_steps} assistant turns but only {found} have tokens")
-    return np.asarray(enc["input_ids"], np.int32), step_ids
+    return tokens.ids_L, step_ids, tokens

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import io
 import signal
+import sys
 import threading
 
 from minigrid.utils.baby_ai_bot import BabyAIBot
@@ -39,7 +40,12 @@ def time_limit(seconds: float):
     def on_alarm(signum, frame):
         raise NoPlan("the bot timed out", f"{seconds:g} s")
 
+    def unraisable(info):  # the repeat below makes a swallowed alarm harmless: do not print it
+        if not isinstance(info.exc_value, NoPlan):
+            previous_hook(info)
+
     previous = signal.signal(signal.SIGPROF, on_alarm)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     # The alarm repeats every 0.2 s until cleared: an exception raised while Python runs a callback
     # that swallows it (e.g. JAX's gc callback: "Exception ignored in ...") would otherwise leave a
     # looping replan() with no limit at all.
@@ -49,6 +55,7 @@ def time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGPROF, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _describe(datum) -> str:

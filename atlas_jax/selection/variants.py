@@ -17,7 +17,8 @@ full sequence but never rewritten.
   context (the goal), not an observation: it has no no_obs variant, and the goal is never blanked.
 
 Step tokens come from atlas_jax.data.spans (the same definition training uses); each
-counterfactual sequence marks only its own step, numbered as in the original trajectory.
+counterfactual sequence marks only its own step, numbered as in the original trajectory, and is
+tokenized from where it stops sharing the full conversation's text (same ids as tokenizing it whole).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from atlas_jax.data.spans import encode_steps
+from atlas_jax.data.spans import encode_conversation
 from atlas_jax.data.trajectory import Trajectory
 
 VARIANTS = ("full", "prompt_only", "no_obs")
@@ -85,12 +86,15 @@ def trajectory_sequences(traj: Trajectory, tokenizer: Any, variants: tuple[str, 
         raise ValueError(f"unknown score variants {sorted(unknown)}; expected a subset of {VARIANTS}")
     where = f"{traj.source} item_id={traj.item_id!r}"
 
-    def encode(messages, last_only=True):
-        return encode_steps(tokenizer, messages, method=span_method, chat_template=chat_template, where=where,
-                            last_only=last_only)
-
-    ids_L, steps_L = encode(traj.messages(), last_only=False)
+    ids_L, steps_L, full = encode_conversation(tokenizer, traj.messages(), method=span_method,
+                                               chat_template=chat_template, where=where)
     yield ScoreSequence(traj.item_id, "full", ids_L, steps_L)
+
+    def encode(messages):  # only the step's own tokens are scored; the shared beginning's tokens are reused
+        ids_L, steps_L, _ = encode_conversation(tokenizer, messages, method=span_method, chat_template=chat_template,
+                                                where=where, last_only=True, known=full)
+        return ids_L, steps_L
+
     for k in traj.trainable_steps:
         if "prompt_only" in variants:
             ids_L, steps_L = encode(prompt_only_messages(traj, k))

@@ -151,3 +151,55 @@ def test_encoder_trains_on_the_whole_rendering_and_never_on_the_acknowledgement(
     assert sorted(set(enc.step_ids[enc.token_weights > 0].tolist())) == [1, 2]
     assert (enc.step_ids == 0).sum() > 0 and not enc.token_weights[enc.step_ids == 0].any()
     assert smol_tokenizer.decode(enc.token_ids[enc.step_ids == 0].tolist()) == ACK + "<|im_end|>"
+
+
+def counterfactuals(messages: list[dict]) -> list[list[dict]]:
+    """The scoring pass's two rewrites of the last step (variants.py): its observation blanked, and
+    the task context followed by the step alone."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    no_obs = [dict(m) for m in messages[:last + 1]]
+    no_obs[last - 1] = {"role": "user", "content": ""}
+    first_obs = next(i for i, m in enumerate(messages) if m["role"] == "user" and i > 1)
+    return [no_obs, messages[:first_obs + 1] + [messages[last]]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_counterfactuals_tokenized_from_the_shared_beginning_equal_whole_tokenization(any_tokenizer, name,
+                                                                                     monkeypatch):
+    from atlas_jax.data import shared_tokens
+    from atlas_jax.data.spans import encode_conversation
+
+    monkeypatch.setattr(shared_tokens, "CHECKS", 0)  # the reuse itself, never its whole-text fallback
+    tok, real = any_tokenizer, template(name)
+    for messages in (CONVERSATIONS["system"], CONVERSATIONS["no system"]):
+        _, _, full = encode_conversation(tok, messages, chat_template=real)
+        for variant in counterfactuals(messages):
+            ids, step_ids, tokens = encode_conversation(tok, variant, chat_template=real, last_only=True, known=full)
+            whole = tok(tok.apply_chat_template(variant, tokenize=False, chat_template=real), add_special_tokens=False)
+            assert ids.tolist() == whole["input_ids"]
+            ref = tok.apply_chat_template(variant, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+                                          chat_template=template(name, marked=True))
+            ref_steps, runs = runs_to_step_ids(ref["assistant_masks"])
+            np.testing.assert_array_equal(step_ids, np.where(ref_steps == runs - 1, ref_steps, -1))
+            assert len(tokens.text) - tokens.offsets_Lx2[0, 0] > 0
+
+
+def test_a_tokenizer_that_breaks_reuse_falls_back_to_whole_texts(smol_tokenizer, monkeypatch, caplog):
+    from atlas_jax.data import shared_tokens
+
+    tok = smol_tokenizer
+    start = "<|im_start|>user\nfind the ball<|im_end|>\n<|im_start|>assistant\n"
+    known = shared_tokens.tokenize(tok, start + "go to the ball<|im_end|>")
+    text = start + "go to the box<|im_end|>"
+    # stand-in for a tokenizer whose pieces are not independent: the shared tokens are not text's
+    ids = known.ids_L.copy()
+    ids[2] = (ids[2] + 1) % len(tok)
+    known = shared_tokens.Tokenized(known.text, ids, known.offsets_Lx2)
+    monkeypatch.setattr(shared_tokens, "_checked", shared_tokens.weakref.WeakKeyDictionary())
+    got = shared_tokens.tokenize_sharing(tok, text, known)
+    assert got.ids_L.tolist() == tok(text, add_special_tokens=False)["input_ids"]
+    assert "tokenized whole from now on" in caplog.text
+    assert shared_tokens._checked[tok] == -1
+    monkeypatch.setattr(shared_tokens, "tokenize", lambda *a: pytest.fail("reuse is off: whole texts only"))
+    with pytest.raises(pytest.fail.Exception):
+        shared_tokens.tokenize_sharing(tok, text, known)
