@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import weakref
 from typing import Any
 
@@ -40,6 +39,19 @@ def tokenize(tokenizer: Any, text: str) -> Tokenized:
     return Tokenized(text, np.asarray(enc["input_ids"], np.int32), offsets)
 
 
+def common_prefix_len(a: str, b: str) -> int:
+    """Length of the longest common prefix (binary search over slice comparisons, which run in C;
+    os.path.commonprefix compares character by character in Python)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:  # a[:lo] == b[:lo]; is the next half equal too?
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _split_token(tokenizer: Any, known: Tokenized, common: int) -> int | None:
     """The last token of ``known`` that is an added token matched in its text (not, e.g., a byte
     fallback token that happens to be registered as added) lying wholly in its first ``common``
@@ -58,7 +70,7 @@ def tokenize_sharing(tokenizer: Any, text: str, known: Tokenized) -> Tokenized:
     passed = _checked.get(tokenizer, 0)
     if passed < 0:
         return tokenize(tokenizer, text)
-    split = _split_token(tokenizer, known, len(os.path.commonprefix([known.text, text])))
+    split = _split_token(tokenizer, known, common_prefix_len(known.text, text))
     if split is None:
         return tokenize(tokenizer, text)
     start = int(known.offsets_Lx2[split, 0])

@@ -53,7 +53,7 @@ def step_char_spans(tokenizer: Any, messages: Sequence[dict], chat_template: str
             spans.append(None)
             continue
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=chat_template)
-        upto = render(tokenizer, messages[:i + 1], chat_template=chat_template)
+        upto = full if i + 1 == len(messages) else render(tokenizer, messages[:i + 1], chat_template=chat_template)
         start = generation_start(prompt, upto)
         if start is None or not full.startswith(upto):
             raise SpanError(f"{where}: the chat template renders the conversation before assistant turn {len(spans)} "
@@ -82,17 +82,16 @@ def generation_start(prompt: str, upto: str) -> int | None:
 
 
 def token_step_ids(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """int32[L]: index of the span each token overlaps, -1 for none (spans sorted, disjoint)."""
-    step_ids = np.full(len(offsets), -1, np.int32)
-    k = 0
-    for t, (tok_start, tok_end) in enumerate(offsets):
-        while k < len(spans) and tok_start >= spans[k][1]:
-            k += 1
-        if k == len(spans):
-            break
-        if tok_end > spans[k][0]:
-            step_ids[t] = k
-    return step_ids
+    """int32[L]: index of the span each token overlaps (the first, if several), -1 for none (spans
+    sorted, disjoint)."""
+    offsets_Lx2 = np.asarray(offsets, np.int64).reshape(-1, 2)
+    if not len(spans):
+        return np.full(len(offsets_Lx2), -1, np.int32)
+    starts_S, ends_S = np.asarray(spans, np.int64).T
+    k_L = np.searchsorted(ends_S, offsets_Lx2[:, 0], side="right")  # the first span ending after the token starts
+    inside_L = k_L < len(spans)
+    inside_L[inside_L] = offsets_Lx2[inside_L, 1] > starts_S[k_L[inside_L]]
+    return np.where(inside_L, k_L, -1).astype(np.int32)
 
 
 def runs_to_step_ids(mask: Sequence[int]) -> tuple[np.ndarray, int]:
@@ -142,10 +141,10 @@ def encode_conversation(tokenizer: Any, messages: Sequence[dict], *, method: str
     text, spans = step_char_spans(tokenizer, messages, template, where, last_only=last_only)
     tokens = tokenize(tokenizer, text) if known is None else tokenize_sharing(tokenizer, text, known)
     if last_only:  # spans before the last are None
-        ids = token_step_ids(tokens.offsets_Lx2.tolist(), spans[-1:])
+        ids = token_step_ids(tokens.offsets_Lx2, spans[-1:])
         step_ids, expected = np.where(ids == 0, num_steps - 1, -1).astype(np.int32), min(num_steps, 1)
     else:
-        step_ids, expected = token_step_ids(tokens.offsets_Lx2.tolist(), spans), num_steps
+        step_ids, expected = token_step_ids(tokens.offsets_Lx2, spans), num_steps
     found = len(np.unique(step_ids[step_ids >= 0]))
     if found != expected:
         raise SpanError(f"{where}: {num_steps} assistant turns but only {found} have tokens")

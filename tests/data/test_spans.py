@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from atlas_jax.data.chat_templates import has_generation_markers
-from atlas_jax.data.spans import SpanError, encode_steps
+from atlas_jax.data.spans import SpanError, encode_conversation, encode_steps
 
 CONVERSATIONS = {
     "plain": [{"role": "user", "content": "Go to the red key."},
@@ -98,7 +98,8 @@ def test_last_only_marks_exactly_the_last_turn_of_transformers_mask(tokenizer, t
     want[start:marked_at[-1] + 1] = True
     last = sum(m["role"] == "assistant" for m in messages) - 1
     for method, template in (("prefix", unmarked), ("markers", marked), ("prefix", marked)):
-        ids, step_ids = encode_steps(tokenizer, messages, method=method, chat_template=template, last_only=True)
+        ids, step_ids, _ = encode_conversation(tokenizer, messages, method=method, chat_template=template,
+                                               last_only=True)
         np.testing.assert_array_equal(ids, ref_ids, err_msg=f"{name} {method}")
         np.testing.assert_array_equal(step_ids >= 0, want, err_msg=f"{name} {method}")
         assert set(step_ids[step_ids >= 0].tolist()) == {last}
