@@ -40,7 +40,10 @@ def slot_sums(values_BxT: jax.Array, slot_ids_BxT: jax.Array, num_slots: int) ->
 
 def scored_capacity(slot_ids_BxT: np.ndarray, smallest: int = 64) -> int | None:
     """Buffer size for a batch's scored positions: the most in one row, rounded up to a power of
-    two (at least ``smallest``); None when that would not be smaller than the row."""
+    two (at least ``smallest``); None when that would not be smaller than the row. (Training sizes
+    its buffer once, from a profile plus a margin with a dense fallback, train/loss.head_capacity:
+    its step compiles one shape and batches come from a device-side pipeline; here each batch is on
+    the host before it runs, so it is sized exactly, a few power-of-two shapes in all.)"""
     need = int((np.asarray(slot_ids_BxT) > 0).sum(axis=1).max(initial=0))
     capacity = max(smallest, 1 << max(need - 1, 0).bit_length())
     return None if capacity >= slot_ids_BxT.shape[1] else capacity
