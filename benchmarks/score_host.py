@@ -36,7 +36,7 @@ def main(argv=None) -> None:
 
     from transformers import AutoTokenizer
 
-    from atlas_jax.data import shared_tokens
+    from atlas_jax.data import shared_tokens, spans
     from atlas_jax.data.trajectory import read_trajectories
     from atlas_jax.selection import variants
 
@@ -76,7 +76,8 @@ def main(argv=None) -> None:
         return [s.token_ids_L.tolist() for t in trajectories for s in variants.trajectory_sequences(t, tokenizer)]
 
     rows = {}
-    shared_tokens.tokenize = counting
+    # both modules call it: spans for each full conversation, shared_tokens for the counterfactuals' tails
+    shared_tokens.tokenize = spans.tokenize = counting
     try:
         for name, run in (("tokenize every sequence whole (transformers)", reference),
                           ("atlas-jax (shared beginnings reused)", ours)):
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
                 best = seconds if best is None else min(best, seconds)
             rows[name] = (ids, counted["chars"], best)
     finally:
-        shared_tokens.tokenize = plain_tokenize
+        shared_tokens.tokenize = spans.tokenize = plain_tokenize
     (ref_ids, *_), (our_ids, *_) = rows.values()
     same = ref_ids == our_ids
     print(f"{len(trajectories)} trajectories, {steps} steps, {len(ref_ids)} sequences, "
